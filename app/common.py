@@ -1,0 +1,130 @@
+"""Shared pieces of the pages: the sidebar (models, dataset, device) and cached model loading.
+
+Only widgets and caching live here; every computation is in :mod:`jacreg`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from jacreg import catalog, data  # noqa: E402
+from jacreg.catalog import ModelEntry  # noqa: E402
+from jacreg.checkpoints import file_hash, load_checkpoint  # noqa: E402
+from jacreg.device import available, describe, pick  # noqa: E402
+from jacreg.errors import JacregError  # noqa: E402
+
+SELECTED = "selected_models"   # session key: list of ModelEntry keys, shared across pages
+DEVICE = "device"              # session key: device name ("auto", "cpu", "cuda:0", ...)
+DATASET = "dataset"            # session key: dataset name
+UPLOADS = "uploads"            # session key: {key: {"name", "digest", "data", "meta"}}
+
+
+def uploads() -> dict[str, dict[str, Any]]:
+    """This session's uploaded checkpoints (never shared with other sessions)."""
+    return st.session_state.setdefault(UPLOADS, {})
+
+
+def add_upload(name: str, payload: bytes, arch: str | None = None, dataset: str | None = None) -> ModelEntry:
+    """Validate an uploaded checkpoint with the safe loader and add it to this session's models.
+
+    Raises:
+        JacregError: the file is refused (the caller shows ``st.error``).
+    """
+    digest = file_hash(payload)
+    _, meta = load_upload(digest, payload, arch, dataset, "cpu")
+    key = f"upload:{digest[:12]}"
+    display = Path(name).stem
+    uploads()[key] = {"name": display, "digest": digest, "data": payload, "meta": meta,
+                      "arch": arch, "dataset": dataset}
+    return ModelEntry(key, display, "upload", None, meta)
+
+
+def entries() -> list[ModelEntry]:
+    """Zoo models, trained runs, then this session's uploads."""
+    out = list_models_cached()
+    out += [ModelEntry(k, u["name"], "upload", None, u["meta"]) for k, u in uploads().items()]
+    return out
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def list_models_cached() -> list[ModelEntry]:
+    return catalog.list_models()
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=32)
+def _load_path(path: str, mtime: float, device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    return load_checkpoint(path, device=device)
+
+
+@st.cache_resource(show_spinner="Checking upload...", max_entries=16, scope="session")
+def load_upload(digest: str, _payload: bytes, arch: str | None, dataset: str | None,
+                device: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load uploaded bytes once per session and content hash (weights_only, strict)."""
+    return load_checkpoint(_payload, arch=arch, dataset=dataset, device=device)
+
+
+def load_entry(entry: ModelEntry, device: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model (eval mode, cached: do not mutate it) and its card."""
+    dev = str(pick(device or current_device()))
+    if entry.source == "upload":
+        u = uploads()[entry.key]
+        return load_upload(u["digest"], u["data"], u.get("arch"), u.get("dataset"), dev)
+    assert entry.path is not None
+    return _load_path(str(entry.path), entry.path.stat().st_mtime, dev)
+
+
+def current_device() -> str:
+    return st.session_state.get(DEVICE, "auto")
+
+
+def selected_entries() -> list[ModelEntry]:
+    """The models picked in the sidebar, in order."""
+    by_key = {e.key: e for e in entries()}
+    return [by_key[k] for k in st.session_state.get(SELECTED, []) if k in by_key]
+
+
+def select(keys: list[str]) -> None:
+    """Set the shared model selection (e.g. 'open on the Cells page')."""
+    st.session_state[SELECTED] = list(dict.fromkeys(keys))
+
+
+def sidebar() -> None:
+    """The one sidebar every page shares: model picker, dataset, device."""
+    all_entries = entries()
+    labels = {e.key: e.label for e in all_entries}
+    current = [k for k in st.session_state.get(SELECTED, []) if k in labels]
+    if not current and all_entries:
+        current = [all_entries[0].key]
+    st.session_state[SELECTED] = current
+    with st.sidebar:
+        if all_entries:
+            st.multiselect("Models", options=list(labels), format_func=labels.get, key=SELECTED,
+                           help="Zoo models, your trained runs and your uploads. The same selection "
+                                "is used on every page.")
+        else:
+            st.info("No models yet: train one on the Train page, or use the zoo.")
+        st.selectbox("Dataset", data.names(), key=DATASET,
+                     index=data.names().index(st.session_state.get(DATASET, "mnist-5k"))
+                     if st.session_state.get(DATASET, "mnist-5k") in data.names() else 0)
+        devs = available()
+        if st.session_state.get(DEVICE) not in devs:
+            st.session_state[DEVICE] = "auto"
+        st.selectbox("Device", devs, key=DEVICE)
+        st.caption(f"Running on {describe(pick(st.session_state[DEVICE]))}")
+
+
+def show_error(exc: BaseException) -> None:
+    """Show a user error as st.error (a JacregError's message; others with their type)."""
+    if isinstance(exc, JacregError):
+        st.error(str(exc))
+    else:
+        st.error(f"{type(exc).__name__}: {exc}")
