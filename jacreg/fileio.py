@@ -54,6 +54,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and flush it (a reader polling the file sees whole lines)."""
     line = json.dumps(record, default=_jsonable) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()

@@ -1,0 +1,51 @@
+"""Shared fixtures: small checkpoints trained briefly on the embedded MNIST subset."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _train(out: Path, **kw) -> Path:
+    from jacreg.training import TrainConfig, train
+
+    config = TrainConfig(arch="lenet", dataset="mnist-5k", epochs=1, batch_size=100, lr=0.1,
+                         device="cpu", eval_samples=200, out=str(out), log_every=1000, **kw)
+    train(config)
+    return out
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(tmp_path_factory) -> Path:
+    """A folder with `lenet-none.safetensors` and `lenet-jr.safetensors` (1 epoch on mnist-5k)."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    _train(root / "lenet-none.safetensors", name="lenet-none")
+    _train(root / "lenet-jr.safetensors", name="lenet-jr", jr=0.05)
+    for p in root.glob("*.state.pt"):
+        p.unlink()
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(checkpoints_dir) -> Path:
+    """Path of a LeNet' trained one epoch on mnist-5k (about 85% test accuracy), with its card."""
+    return checkpoints_dir / "lenet-none.safetensors"
+
+
+@pytest.fixture()
+def zoo_dir(checkpoints_dir, tmp_path, monkeypatch) -> Path:
+    """A private models folder (plain + JR LeNet') and an empty runs folder, set as the app's."""
+    zoo = tmp_path / "models"
+    shutil.copytree(checkpoints_dir, zoo)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("JACREG_MODELS_DIR", str(zoo))
+    monkeypatch.setenv("JACREG_RUNS_DIR", str(runs))
+    return zoo
