@@ -53,3 +53,11 @@ if report.is_file():
                 "`python -m jacreg reproduce`.")
     with st.expander("Show REPRODUCTION.md"):
         st.markdown(report.read_text(encoding="utf-8"))
+    figures = [(catalog.PROJECT_ROOT / "reproduction" / name, caption) for name, caption in (
+        ("fig3.png", "Fig. 3: accuracy under white noise, FGSM and PGD"),
+        ("fig2.png", "Fig. 2: exact regularizer vs random projections during training"),
+        ("fig1_random.png", "Fig. 1 / S1: decision cells on a random plane"),
+        ("fig_s2_adversarial.png", "Fig. S2: decision cells on an adversarial plane"))]
+    for path, caption in figures:
+        if path.is_file():
+            st.image(str(path), caption=caption)
