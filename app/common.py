@@ -97,10 +97,31 @@ def select(keys: list[str]) -> None:
     st.session_state[SELECTED] = list(dict.fromkeys(keys))
 
 
+QUERY_MODELS = "models"    # URL query parameter: comma-separated model keys (a shareable selection)
+QUERY_DATASET = "dataset"  # URL query parameter: dataset name
+_QUERY_APPLIED = "_query_selection_applied"
+
+
+def apply_query_selection(keys: list[str]) -> None:
+    """Once per session, take the model selection and dataset from the URL
+    (``?models=zoo:lenet-none,zoo:lenet-jr&dataset=mnist-5k``), so a page's view can be shared.
+    Unknown keys are ignored. Called by :func:`sidebar` before its widgets exist."""
+    if st.session_state.get(_QUERY_APPLIED):
+        return
+    st.session_state[_QUERY_APPLIED] = True
+    wanted = [k for k in str(st.query_params.get(QUERY_MODELS, "")).split(",") if k in keys]
+    if wanted:
+        st.session_state[SELECTED] = list(dict.fromkeys(wanted))
+    ds = st.query_params.get(QUERY_DATASET)
+    if ds in data.names():
+        st.session_state[DATASET] = ds
+
+
 def sidebar() -> None:
     """The one sidebar every page shares: model picker, dataset, device."""
     all_entries = entries()
     labels = {e.key: e.label for e in all_entries}
+    apply_query_selection(list(labels))
     current = [k for k in st.session_state.get(SELECTED, []) if k in labels]
     if not current and all_entries:
         current = [all_entries[0].key]
