@@ -15,6 +15,7 @@ from jacreg.checkpoints import save_checkpoint
 from jacreg.cli import main
 from jacreg.data import load_dataset
 from jacreg.errors import ConfigError, ShapeError
+from tests.helpers import quick_lenet
 
 SHAPE = (1, 28, 28)
 D = 28 * 28
@@ -25,19 +26,7 @@ D = 28 * 28
 @pytest.fixture(scope="module")
 def lenet() -> nn.Module:
     """LeNet' after one epoch of plain SGD on mnist-5k (about 90% test accuracy)."""
-    torch.manual_seed(0)
-    x, y = load_dataset("mnist-5k", split="train")
-    net = architectures.create("lenet")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    perm = torch.randperm(len(x))
-    for i in range(0, len(x), 100):
-        idx = perm[i:i + 100]
-        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-    return net.eval()
+    return quick_lenet(0)
 
 
 @pytest.fixture(scope="module")

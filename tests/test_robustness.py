@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from jacreg import architectures, robustness
+from jacreg import robustness
 from jacreg.checkpoints import load_checkpoint, save_checkpoint
 from jacreg.cli import main
 from jacreg.data import load_dataset
 from jacreg.errors import ConfigError, ShapeError
 from jacreg.robustness import curve, masking_probe, sanity_check
+from tests.helpers import quick_lenet
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
@@ -25,18 +26,7 @@ N = 40
 
 def train_lenet(path, epochs: int = 1, seed: int = 0):
     """A LeNet' trained briefly with plain SGD on mnist-5k (about 90% test accuracy), saved with a card."""
-    torch.manual_seed(seed)
-    x, y = load_dataset("mnist-5k", split="train")
-    net = architectures.create("lenet")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 100):
-            idx = perm[i:i + 100]
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    net = quick_lenet(seed, epochs=epochs)
     meta = {"arch": "lenet", "dataset": "mnist-5k", "num_classes": 10, "name": "lenet-test"}
     save_checkpoint(net.eval(), meta, path)
     return path

@@ -6,36 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from jacreg import architectures
 from jacreg.checkpoints import save_checkpoint
-from jacreg.data import load_dataset
+from tests.helpers import quick_lenet
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGE = "views/cells.py"
 NAMES = ("lenet-a", "lenet-b", "lenet-c")
 
 
-def _train_lenet(seed: int, batches: int = 10) -> nn.Module:
-    """A LeNet' after a few batches of SGD on mnist-5k (enough to have a few classes on a plane)."""
-    torch.manual_seed(seed)
-    x, y = load_dataset("mnist-5k", split="train", limit=100 * batches)
-    net = architectures.create("lenet")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for i in range(0, len(x), 100):
-        loss = nn.functional.cross_entropy(net(x[i:i + 100]), y[i:i + 100])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def nets() -> list[nn.Module]:
-    return [_train_lenet(s) for s in range(len(NAMES))]
+    return [quick_lenet(s, samples=1000, shuffle=False) for s in range(len(NAMES))]
 
 
 @pytest.fixture()

@@ -10,15 +10,6 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> None:
-    """The app caches the model list for a few seconds; each test has its own folders."""
-    import streamlit as st
-
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
 def test_empty_state(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("JACREG_MODELS_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("JACREG_RUNS_DIR", str(tmp_path / "runs"))

@@ -11,15 +11,6 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> None:
-    """The app caches the model list for a few seconds; each test has its own folders."""
-    import streamlit as st
-
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
 @pytest.fixture()
 def run_dir(zoo_dir: Path) -> Path:
     """A finished run (as the CLI leaves it) next to the two zoo models."""

@@ -14,31 +14,16 @@ from safetensors.torch import save as st_save
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from jacreg import architectures
 from jacreg.checkpoints import save_checkpoint
-from jacreg.data import load_dataset
+from tests.helpers import quick_lenet
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGE = "views/robustness.py"
 
 
-def _train_lenet(seed: int) -> nn.Module:
-    """A LeNet' after one short epoch of plain SGD on mnist-5k (well above chance)."""
-    torch.manual_seed(seed)
-    x, y = load_dataset("mnist-5k", split="train", limit=2000)
-    net = architectures.create("lenet")
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for i in range(0, len(x), 100):
-        loss = nn.functional.cross_entropy(net(x[i:i + 100]), y[i:i + 100])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def nets() -> tuple[nn.Module, nn.Module]:
-    return _train_lenet(0), _train_lenet(1)
+    return quick_lenet(0, samples=2000, shuffle=False), quick_lenet(1, samples=2000, shuffle=False)
 
 
 @pytest.fixture()

@@ -16,15 +16,6 @@ from jacreg import jobs
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches() -> None:
-    """The app caches the model list for a few seconds; each test has its own folders."""
-    import streamlit as st
-
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
 @pytest.fixture()
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
     monkeypatch.setenv("JACREG_MODELS_DIR", str(tmp_path / "models"))
