@@ -13,7 +13,9 @@ added to the loss as ``CE + lambda_JR * R``. Three estimators of R are available
   Same cost structure as one extra forward pass of the linear parts of the network plus its backward,
   and no input-gradient of the first layer is ever formed, which is what makes it the fastest
   estimator on CPU (see ``benchmarks/jr_step.py``).
-* ``"exact"`` (or ``n_proj=0``) -- all C rows of J, vectorised over the classes.
+* ``"exact"`` (or ``n_proj=0``) -- all C rows of J, vectorised over the classes (torch.func.vjp +
+  vmap). C reverse passes and their second derivatives: about 15x a plain step for LeNet' on CPU
+  (the paper's Algorithm 1 looping over the classes: about 17x).
 
 :class:`JacobianReg` is the paper's module interface (``reg(x, logits)``, Algorithm 1, J with respect
 to whatever ``x`` is). :func:`jacobian_penalty` is what training uses: one forward pass that returns
@@ -21,8 +23,11 @@ the logits (the same graph, the same dropout mask) together with R taken with re
 *normalised* input, the paper's convention. :func:`jacobian_norms` gives exact per-sample norms
 for evaluation.
 
-Relative variance of one projection: at most ``2 (C - 1) / (C + 2)`` for ``"vjp"`` and at most 2
-for ``"jvp"``; averaging ``n_proj`` independent projections divides it by ``n_proj``.
+Variance: for one sample and one projection the relative variance is ``2 (C q - 1) / (C + 2)`` for
+``"vjp"`` and ``2 q`` for ``"jvp"``, with ``q = ||J J^T||_F^2 / ||J||_F^4`` in [1/C, 1]; so at most
+``2 (C - 1) / (C + 2)`` (1.5 for C = 10) and 2, and always ``var_jvp = ((C + 2) var_vjp + 2) / C``:
+forward mode is somewhat noisier per projection (for C = 10 by 20% plus 0.2). Averaging ``n_proj``
+independent projections divides either by ``n_proj``, and the batch mean by B.
 """
 
 from __future__ import annotations
@@ -234,6 +239,17 @@ RowsFn = Callable[[Tensor], Tensor]  # cotangents (K, B, C) -> rows v_k^T J of s
 _NO_FUNC: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
+def _functorch_ok(body: Any) -> bool:
+    """False for DataParallel/DDP (their forward touches gradient buckets that torch.func transforms
+    cannot see); those use plain autograd, and forward mode with a single tangent only."""
+    if isinstance(body, _BodyThroughWrapper):
+        return False
+    if isinstance(body, nn.Module):
+        return not any(isinstance(m, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+                       for m in body.modules())
+    return True
+
+
 def _vjp_rows(vjp_fn: Callable[[Tensor], tuple[Tensor, ...]], cotangents: Tensor) -> Tensor:
     """``vjp_fn`` applied to each ``cotangents[k]``: shape (K, *input_shape). Vectorised with vmap."""
     if cotangents.shape[0] == 1:
@@ -253,12 +269,10 @@ def _reverse(body: Callable[[Tensor], Tensor], z: Tensor, *, create_graph: bool)
     transforms compose with ordinary autograd outside them.
     """
     key = body if isinstance(body, nn.Module) else None
-    if key is None or key not in _NO_FUNC:
+    if _functorch_ok(body) and (key is None or key not in _NO_FUNC):
         try:
             logits, vjp_fn = torch.func.vjp(body, z)
-        except RuntimeError as exc:
-            if "transform" not in str(exc):
-                raise
+        except RuntimeError:  # e.g. in-place buffer updates; autograd below re-raises a genuine error
             if key is not None:
                 _NO_FUNC.add(key)
         else:
@@ -323,7 +337,8 @@ def _penalty_vjp(body: Callable[[Tensor], Tensor], z: Tensor, n_proj: int,
 #
 # torch.autograd.forward_ad is exact and general, but for a layer whose weight carries no tangent its
 # rules still evaluate (and later differentiate) the weight-tangent term with a zero tensor: every
-# convolution and linear layer runs twice in the tangent pass (measured on LeNet': +25% step time).
+# convolution and linear layer runs twice in the tangent pass (LeNet' on CPU: a JR step through
+# forward_ad takes about 2.0x a plain step, through this evaluator about 1.7x; benchmarks/jr_step.py).
 # The evaluator below walks the traced graph of the network once, computing each node's primal
 # value with the layer itself and its tangent with the layer's linear part (convolution without
 # bias, max-pooling by gathering at the primal's argmax, tanh' from the primal output, the primal's
@@ -743,6 +758,9 @@ def _jvp_generic(body: Callable[[Tensor], Tensor], z: Tensor, tangents: Tensor) 
                 return out, None
             primal, tangent = fwAD.unpack_dual(out)
         return primal, None if tangent is None else tangent.unsqueeze(0)
+    if not _functorch_ok(body):
+        raise NotImplementedError("forward mode with several tangents uses torch.func, which does not "
+                                  "support DataParallel/DistributedDataParallel")
     out, tangent = torch.func.vmap(lambda u: torch.func.jvp(body, (z,), (u,)), randomness="same")(tangents)
     return (out[0] if isinstance(out, Tensor) else out), tangent
 
@@ -808,11 +826,14 @@ def jacobian_penalty(model: nn.Module, x: Tensor, n_proj: int = 1, method: Metho
     * ``"jvp"``: forward mode -- per sample ``u ~ N(0, I)`` in input space, ``||J u||^2``; the
       ``n_proj`` tangents share the one forward pass.
     * ``"exact"``: all C rows of J (``n_proj`` is ignored), vectorised over the classes.
-    * ``"auto"`` (default): ``"jvp"``, falling back to ``"vjp"`` for a network with a layer that has
-      no forward-mode rule. Measured with ``benchmarks/jr_step.py`` on LeNet' (batch 100, 2-core CPU,
-      torch 2.14): one SGD step with jvp costs about 1.7x a plain step against about 2.8x for vjp,
-      because reverse mode must form the input gradient of the first convolution (a slow 6 -> 1
-      channel transposed convolution) and then differentiate it again, which forward mode never does.
+    * ``"auto"`` (default): ``"jvp"`` for every n_proj >= 1, falling back to ``"vjp"`` for a network
+      on which forward mode fails (an op without a forward-mode formula). Chosen by measurement
+      (``benchmarks/jr_step.py``, LeNet', batch 100, AMD EPYC CPU, torch 2.14, one thread, CPU time
+      per SGD step relative to a plain step): jvp 1.7x against 3.1x for vjp with n_proj = 1, and
+      2.9x against 5.3x with n_proj = 3. Reverse mode must form the input gradient of the first
+      convolution (a 6 -> 1 channel transposed convolution, which oneDNN runs slowly in NCHW) and
+      then differentiate it again; forward mode never forms it. Forward mode is somewhat noisier per
+      projection (module docstring), far less than its cost advantage.
 
     ``n_proj = 0`` means exact whatever the method. The n_proj estimates are averaged, so R has the
     same expectation for every n_proj; only its variance shrinks (as 1/n_proj).
@@ -853,7 +874,9 @@ def jacobian_penalty(model: nn.Module, x: Tensor, n_proj: int = 1, method: Metho
                               f"{exc}. Use method='vjp', or 'auto', which falls back to it") from exc
     # auto: forward mode unless it failed on this network before
     several = n > 1
-    key = body if isinstance(body, nn.Module) else None
+    key = body.wrapper if isinstance(body, _BodyThroughWrapper) else body  # stable across calls
+    if not isinstance(key, nn.Module):
+        key = None
     if key is None or several not in _NO_FORWARD_AD.get(key, ()):
         try:
             return _penalty_jvp(body, z, n, generator)
