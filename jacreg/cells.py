@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import pick
+from .device import model_device, pick, same_device
 from .errors import ConfigError, ShapeError
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -306,33 +306,15 @@ def sample_plane(x0: Any, x1: Any, x2: Any) -> Plane:
 
 # --- evaluating models on a plane ----------------------------------------------------------------
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    if a.type != b.type:
-        return False
-    if a.type == "cuda":
-        ia = a.index if a.index is not None else torch.cuda.current_device()
-        ib = b.index if b.index is not None else torch.cuda.current_device()
-        return ia == ib
-    return True
-
-
 def _prepare(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Module, torch.device]:
     """The model in eval mode on ``device`` without changing the caller's model.
 
     A model already in eval mode on the right device is used as is; otherwise a copy is moved and
     put in eval mode (models from caches are shared and must not be mutated).
     """
-    current = _model_device(model)
+    current = model_device(model)
     dev = current if device is None else pick(device)
-    if model.training or not _same_device(current, dev):
+    if model.training or not same_device(current, dev):
         model = copy.deepcopy(model).to(dev).eval()
     return model, dev
 

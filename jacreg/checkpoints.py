@@ -252,13 +252,20 @@ def read_metadata(source: str | os.PathLike[str] | bytes | bytearray | memoryvie
                 raise CheckpointError(f"{where} is a truncated safetensors file (header cut off)")
             fh.seek(8)
             raw = fh.read(n)
-    except FileNotFoundError:
-        raise CheckpointError(f"no such checkpoint: {where}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{where} is a folder, not a checkpoint file") from None
-    except PermissionError:
-        raise CheckpointError(f"cannot read {where}: permission denied") from None
+    except OSError as exc:
+        raise _os_error(exc, where) from None
     return _card_from_header(_parse_header(raw, where), where)
+
+
+def _os_error(exc: OSError, where: str) -> CheckpointError:
+    """A CheckpointError that says why a checkpoint file could not be read."""
+    if isinstance(exc, FileNotFoundError):
+        return CheckpointError(f"no such checkpoint: {where}")
+    if isinstance(exc, IsADirectoryError):
+        return CheckpointError(f"{where} is a folder, not a checkpoint file")
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"cannot read {where}: permission denied")
+    return CheckpointError(f"cannot read {where}: {exc}")
 
 
 def _read_source(source: Source, max_bytes: int) -> tuple[bytes, str, str]:
@@ -276,12 +283,8 @@ def _read_source(source: Source, max_bytes: int) -> tuple[bytes, str, str]:
                 raise CheckpointError(f"{where} is {size / 2**20:.1f} MiB, over the limit of {limit_text} "
                                       "(max_bytes)")
             data = path.read_bytes()
-        except FileNotFoundError:
-            raise CheckpointError(f"no such checkpoint: {where}") from None
-        except IsADirectoryError:
-            raise CheckpointError(f"{where} is a folder, not a checkpoint file") from None
-        except PermissionError:
-            raise CheckpointError(f"cannot read {where}: permission denied") from None
+        except OSError as exc:
+            raise _os_error(exc, where) from None
     elif hasattr(source, "getvalue"):
         data = bytes(source.getvalue())
         where = f"the uploaded file {getattr(source, 'name', '')}".rstrip()

@@ -58,3 +58,23 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); cpu for a model without tensors."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """True when two devices are the same (``cuda`` and ``cuda:<current>`` count as one)."""
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        ia = a.index if a.index is not None else torch.cuda.current_device()
+        ib = b.index if b.index is not None else torch.cuda.current_device()
+        return ia == ib
+    return True

@@ -51,6 +51,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .device import model_device
 from .errors import ConfigError, ShapeError
 
 Norm = Literal["linf", "l2"]
@@ -292,15 +293,6 @@ def _check_data(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
         raise ConfigError(f"images must lie in [0, 1] (the attacks' bounds), got values in [{lo:.4g}, "
                           f"{hi:.4g}]; pass unnormalised images: the normalisation belongs inside the model")
     return x, y.long()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter (or buffer); cpu for a model without tensors."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _prepare_model(model: nn.Module, device: str | torch.device | None) -> tuple[nn.Module, torch.device,

@@ -15,6 +15,7 @@ from jacreg import robustness
 from jacreg.checkpoints import load_checkpoint, save_checkpoint
 from jacreg.cli import main
 from jacreg.data import load_dataset
+from jacreg.device import model_device
 from jacreg.errors import ConfigError, ShapeError
 from jacreg.robustness import curve, masking_probe, sanity_check
 from tests.helpers import quick_lenet
@@ -190,9 +191,9 @@ def test_model_is_never_changed(model, data):
     for p in model.parameters():
         p.grad = None
     before = _state(model)
-    dev = robustness.model_device(model)
+    dev = model_device(model)
     curve(model, x, y, "pgd", [0.1], steps=3)
-    assert robustness.model_device(model) == dev and not model.training
+    assert model_device(model) == dev and not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     # a model in train mode (dropout!) is attacked as an eval-mode copy; the caller's stays in train mode
@@ -212,7 +213,7 @@ def test_foolbox_gets_the_models_own_device(model, data, monkeypatch):
     real = fb.PyTorchModel
 
     def spy(m, bounds, device=None, **kw):
-        seen.append((device, robustness.model_device(m)))
+        seen.append((device, model_device(m)))
         return real(m, bounds=bounds, device=device, **kw)
 
     monkeypatch.setattr(fb, "PyTorchModel", spy)
@@ -225,7 +226,7 @@ def test_foolbox_gets_the_models_own_device(model, data, monkeypatch):
 def test_other_device_attacks_a_copy(model, data):
     x, y = data
     res = curve(model, x, y, "pgd", [0.0, 0.1], device="cuda", steps=5)
-    assert res["device"].startswith("cuda") and robustness.model_device(model).type == "cpu"
+    assert res["device"].startswith("cuda") and model_device(model).type == "cpu"
 
 
 def test_same_seed_same_curve_and_caller_rng_untouched(model, data):
