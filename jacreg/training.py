@@ -390,6 +390,10 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
             _save_state(config, model, optimizer, scheduler, proj_gen, epoch + 1, history)
             emit({"event": "checkpoint", "path": str(config.out), "epoch": epoch + 1})
         result = {"path": str(config.out), **_final_metrics(metrics)}  # metrics: rank 0 only
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # no rank tears the group down while rank 0 still evaluates or saves
         emit({"event": "done", "metrics": result, "path": str(config.out)})
         return result
     except BaseException as exc:
