@@ -302,6 +302,7 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
     config.validate()
     dist_info, device = _init_distributed(config)
     emit = _event_sink(config, on_event, dist_info.main)
+    net: nn.Module | None = None
     try:
         torch.manual_seed(config.seed)
         spec = dataset_spec(config.dataset)
@@ -330,7 +331,7 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
         start_epoch, history = 0, []
         if config.resume:
             start_epoch, history = _load_state(config, model, optimizer, scheduler, proj_gen, device)
-        net: nn.Module = model
+        net = model
         if dist_info.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -402,10 +403,21 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
         raise
     finally:
         if dist_info.world > 1:
-            import torch.distributed as dist
+            net = None  # the DDP reducer holds the process group: free it first
+            _shutdown_distributed()
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+
+def _shutdown_distributed() -> None:
+    """Destroy the process group once the DDP wrapper is gone: a group (and gloo's threads) freed
+    only at interpreter exit can abort the process ("terminate called without an active
+    exception")."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
