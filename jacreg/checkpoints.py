@@ -43,7 +43,7 @@ from torch import nn
 
 from . import architectures
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, jsonable
 
 CARD_KEY = "jacreg"
 DEFAULT_MAX_BYTES = 200 * 2**20
@@ -65,20 +65,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -169,7 +155,7 @@ def save_checkpoint(model: nn.Module, meta: Mapping[str, Any], path: str | os.Pa
 
     card = build_card(model, meta, name=Path(path).stem)
     try:
-        card_json = json.dumps(card, default=_jsonable, sort_keys=True)
+        card_json = json.dumps(card, default=jsonable, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the model card cannot be stored as JSON: {exc}") from exc
     data = save(_state_tensors(_unwrap(model)), metadata={CARD_KEY: card_json, "format": "pt"})
