@@ -49,6 +49,8 @@ class Normalized(nn.Module):
         if any(s <= 0 for s in std):
             raise ConfigError("std must be positive")
         self.body = body
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -84,6 +86,7 @@ class _BodyThroughWrapper(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         inner = self.wrapper.module
+        assert isinstance(inner, Normalized)
         return self.wrapper(z * inner.std + inner.mean)
 
 
@@ -117,7 +120,8 @@ class LeNet(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

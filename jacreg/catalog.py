@@ -10,17 +10,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from .checkpoints import read_metadata
+from .errors import JacregError
+
+#: The source tree jacreg was imported from, when it was (None for an installed package).
+SOURCE_TREE: Path | None = next((p for p in [Path(__file__).resolve().parent.parent]
+                                 if (p / "pyproject.toml").is_file() and (p / "models").is_dir()), None)
+
+
+def _home() -> Path:
+    """Where ``models/`` and ``runs/`` live by default: the source tree when jacreg runs from one
+    (``make app``), else the working directory."""
+    return SOURCE_TREE if SOURCE_TREE is not None else Path.cwd()
 
 
 def models_dir() -> Path:
-    """The zoo folder: ``$JACREG_MODELS_DIR`` or ``models/`` of the project."""
-    return Path(os.environ.get("JACREG_MODELS_DIR", PROJECT_ROOT / "models"))
+    """The zoo folder: ``$JACREG_MODELS_DIR``, else ``models/`` of the source tree or the working
+    directory."""
+    return Path(os.environ.get("JACREG_MODELS_DIR") or _home() / "models")
 
 
 def runs_dir() -> Path:
-    """Where trained runs live: ``$JACREG_RUNS_DIR`` or ``runs/`` of the project."""
-    return Path(os.environ.get("JACREG_RUNS_DIR", PROJECT_ROOT / "runs"))
+    """Where trained runs live: ``$JACREG_RUNS_DIR``, else ``runs/`` of the source tree or the
+    working directory."""
+    return Path(os.environ.get("JACREG_RUNS_DIR") or _home() / "runs")
 
 Source = Literal["zoo", "run", "upload"]
 
@@ -42,9 +55,6 @@ class ModelEntry:
 
 
 def _card(path: Path) -> dict[str, Any]:
-    from .checkpoints import read_metadata
-    from .errors import JacregError
-
     try:
         return read_metadata(path)
     except (JacregError, OSError):

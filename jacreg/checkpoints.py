@@ -39,9 +39,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
-from . import architectures
+from . import __version__, architectures
+from . import data as datasets
+from . import device as _device
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write_bytes, jsonable
 
@@ -61,15 +65,10 @@ Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 # Saving
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
-    while isinstance(getattr(model, "module", None), nn.Module):  # DDP / DataParallel
-        model = model.module
+    inner = getattr(model, "module", None)
+    while isinstance(inner, nn.Module):  # DDP / DataParallel
+        model, inner = inner, getattr(inner, "module", None)
     return model
 
 
@@ -129,7 +128,7 @@ def build_card(model: nn.Module, meta: Mapping[str, Any], name: str | None = Non
         card["dropout"] = _first_dropout(inner)
     if name is not None and not card.get("name"):
         card["name"] = name
-    card.setdefault("jacreg_version", _version())
+    card.setdefault("jacreg_version", __version__)
     card.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return card
 
@@ -151,15 +150,13 @@ def save_checkpoint(model: nn.Module, meta: Mapping[str, Any], path: str | os.Pa
     Raises:
         ConfigError: ``meta`` is incomplete or not JSON-able.
     """
-    from safetensors.torch import save
-
     card = build_card(model, meta, name=Path(path).stem)
     try:
         card_json = json.dumps(card, default=jsonable, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"the model card cannot be stored as JSON: {exc}") from exc
-    data = save(_state_tensors(_unwrap(model)), metadata={CARD_KEY: card_json, "format": "pt"})
-    return atomic_write_bytes(path, data)
+    payload = st_save(_state_tensors(_unwrap(model)), metadata={CARD_KEY: card_json, "format": "pt"})
+    return atomic_write_bytes(path, payload)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,10 +379,8 @@ def _dataset_defaults(dataset: str | None) -> dict[str, Any]:
     """input_shape/num_classes/mean/std of a registered dataset; {} for an unknown or no dataset."""
     if not dataset:
         return {}
-    from . import data
-
     try:
-        s = data.dataset_spec(dataset)
+        s = datasets.dataset_spec(dataset)
     except ConfigError:
         return {}
     return {"input_shape": s.input_shape, "num_classes": s.num_classes, "mean": s.mean, "std": s.std}
@@ -457,9 +452,7 @@ def _resolve_card(card: Mapping[str, Any], arch: str | None, dataset: str | None
         raise CheckpointError(f"{where}: unknown architecture {meta['arch']!r}; choose one of "
                               f"{', '.join(architectures.names())}")
     if dataset is not None:
-        from . import data
-
-        data.dataset_spec(dataset)  # ConfigError listing the valid names
+        datasets.dataset_spec(dataset)  # ConfigError listing the valid names
     defaults = _dataset_defaults(meta.get("dataset"))
     arch_spec = architectures.spec(meta["arch"])
     if meta.get("num_classes") in (None, ""):
@@ -514,8 +507,6 @@ def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | N
             architecture chosen, weights that do not fit, NaN/inf weights, wrong number of classes.
         ConfigError: an unknown dataset or device was passed.
     """
-    from . import device as _device
-
     dev = _device.pick(device)
     data, where, name = _read_source(source, max_bytes)
     fmt = sniff(data)
@@ -523,8 +514,6 @@ def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | N
         raise CheckpointError(f"{where} is not a safetensors or PyTorch checkpoint (unrecognised first bytes "
                               f"{data[:8]!r})")
     if fmt == "safetensors":
-        from safetensors.torch import load as st_load
-
         card = read_metadata(data)
         try:
             state = st_load(data)

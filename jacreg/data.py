@@ -351,11 +351,11 @@ def _arrays(name: str, split: str, root: str) -> tuple[torch.Tensor, torch.Tenso
     if name == "fashion-mnist" and not _torchvision_files_present(name, split, path):
         files = _debian_fashion_files(split)
         if files is not None:
-            images = _read_idx(files[0])
-            labels = _read_idx(files[1]).astype(np.int64)
-            if images.shape[0] != labels.shape[0]:
+            raw_images = _read_idx(files[0])
+            raw_labels = _read_idx(files[1]).astype(np.int64)
+            if raw_images.shape[0] != raw_labels.shape[0]:
                 raise DatasetUnavailable(f"{files[0]} and {files[1]} disagree in length; reinstall them")
-            return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
+            return torch.from_numpy(raw_images).unsqueeze(1), torch.from_numpy(raw_labels)
     ds = _torchvision_dataset(name, split, path)
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
     data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
@@ -459,7 +459,8 @@ def load_dataset(name: str, split: str = "test", limit: int | None = None,
     ds = get_dataset(name, split, data_root)
     if isinstance(ds, ImageTensorDataset):
         return ds.tensors(limit)
-    n = len(ds) if limit is None else min(limit, len(ds))
+    size = len(ds)  # type: ignore[arg-type]  # every dataset here is sized
+    n = size if limit is None else min(limit, size)
     need = n * int(np.prod(spec.input_shape)) * 4
     if need > MAX_LOAD_BYTES:
         raise ConfigError(f"{n} samples of {name} need {need / 2**30:.1f} GiB; pass a smaller limit or "

@@ -1,8 +1,15 @@
-"""Device selection: ``pick("auto")`` -> cuda, then mps, then cpu."""
+"""Devices: ``pick("auto")`` -> cuda, then mps, then cpu; where a model lives; eval copies.
+
+A model handed to an analysis (cross sections, attacks) is never changed: :func:`eval_copy` gives
+the analysis a model in eval mode on the device it asked for, copying only when it must.
+"""
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 from .errors import ConfigError
 
@@ -62,10 +69,10 @@ def describe(device: torch.device) -> str:
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (or buffer); cpu for a model without tensors."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -78,3 +85,25 @@ def same_device(a: torch.device, b: torch.device) -> bool:
         ib = b.index if b.index is not None else torch.cuda.current_device()
         return ia == ib
     return True
+
+
+def eval_copy(model: nn.Module, device: str | torch.device | None = None, *,
+              frozen: bool = False) -> tuple[nn.Module, torch.device]:
+    """The model in eval mode on ``device`` (default: its own), without changing the caller's model.
+
+    A model already in eval mode on that device is returned as it is, unless ``frozen``: then the
+    result is always a private copy whose parameters do not require gradients, so that gradients
+    taken through it (attacks) compute the input gradient only and never touch the caller's
+    ``.grad``. Models from caches are shared between pages and threads and must not be mutated.
+
+    Returns:
+        ``(model, device)``.
+    """
+    current = model_device(model)
+    dev = current if device is None else pick(device)
+    if frozen or model.training or not same_device(current, dev):
+        with torch.inference_mode(False):  # a copy made under inference mode could not be differentiated
+            model = copy.deepcopy(model).to(dev).eval()
+            if frozen:
+                model.requires_grad_(False)
+    return model, dev

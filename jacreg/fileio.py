@@ -1,11 +1,18 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename."""
+"""Files: atomic writes (temporary file in the same folder, fsync, rename), JSON and JSON lines.
+
+JSON written here is strict: infinities and NaN (an infinite radius means "no boundary found", a
+NaN accuracy "no sample done") become ``null`` (:func:`finite_or_none`), so any JSON reader can
+read the files.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +54,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
+    """Atomically write ``obj`` as indented, strict JSON (non-finite numbers as null)."""
+    return atomic_write_text(path, dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` for our results: tensors, paths, sets and dataclasses converted
+    (:func:`jsonable`), infinities and NaN written as null (:func:`finite_or_none`)."""
+    return json.dumps(finite_or_none(obj), default=jsonable, allow_nan=False, **kwargs)
 
 
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and flush it (a reader polling the file sees whole lines)."""
-    line = json.dumps(record, default=jsonable) + "\n"
+    line = dumps(record) + "\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line)
@@ -82,13 +95,32 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def jsonable(obj: Any) -> Any:
     """``json.dumps(default=...)`` for tensors/arrays, paths, sets and dataclasses."""
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return finite_or_none(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
+        return finite_or_none(list(obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return finite_or_none(dataclasses.asdict(obj))
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def finite_or_none(obj: Any) -> Any:
+    """A copy of ``obj`` with every non-finite float (inf, -inf, NaN) replaced by None.
+
+    Dicts (keys made strings), lists and tuples are copied recursively; numpy and torch scalars
+    count as floats; everything else is returned as it is. The one place where our results are made
+    fit for strict JSON and for tables.
+    """
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalar
+        value = obj.item()
+        return finite_or_none(value) if isinstance(value, (float, int, bool)) else obj
+    return obj

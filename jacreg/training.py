@@ -13,32 +13,40 @@ each process reads its own shard of the data (DistributedSampler).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
-import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from . import architectures
+from .adversarial import ATTACKS as ADV_GENERATORS
+from .adversarial import adversarial_examples
+from .checkpoints import save_checkpoint
+from .data import DatasetSpec, dataset_spec, get_dataset, load_dataset
 from .device import pick
 from .errors import CheckpointError, ConfigError
+from .evaluation import evaluate
+from .events import EventFn
 from .fileio import append_jsonl, atomic_write
+from .regularizer import METHODS as JR_METHODS
+from .regularizer import jacobian_penalty
 
-EventFn = Callable[[dict[str, Any]], None]
-
-ADV_ATTACKS = ("none", "fgsm", "pgd")
-JR_METHODS = ("auto", "vjp", "jvp", "exact")
+ADV_ATTACKS: tuple[str, ...] = ("none", *ADV_GENERATORS)
+#: The learning-rate schedule's quench points, as fractions of the run (the paper: x0.1 at 1/3, 2/3).
+QUENCHES: tuple[float, ...] = (1 / 3, 2 / 3)
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -79,8 +87,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check every value; raise ConfigError with the option's name. Returns self."""
-        from .data import dataset_spec
-
         architectures.spec(self.arch)
         dataset_spec(self.dataset)
         checks: list[tuple[bool, str]] = [
@@ -121,10 +127,13 @@ class TrainConfig:
         except TypeError as exc:
             raise ConfigError(f"bad training config: {exc}") from exc
 
-    def to_argv(self) -> list[str]:
-        """Command-line arguments that reproduce this config (``python -m jacreg train <argv>``)."""
+    def to_argv(self, exclude: Sequence[str] = ()) -> list[str]:
+        """Command-line arguments that reproduce this config (``python -m jacreg train <argv>``),
+        without the fields named in ``exclude``."""
         argv: list[str] = []
         for f in dataclasses.fields(self):
+            if f.name in exclude:
+                continue
             value = getattr(self, f.name)
             flag = "--" + f.name.replace("_", "-")
             if f.type in ("bool", bool):
@@ -138,115 +147,6 @@ class TrainConfig:
         """The exact shell command, for model cards."""
         return "python -m jacreg train " + " ".join(self.to_argv())
 
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (plus --json, --quiet)."""
-    hints = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(hints[f.name])
-        kw: dict[str, Any] = {"default": f.default, "help": f.metadata.get("help")}
-        if kind == "bool":
-            parser.add_argument(flag, action="store_true", help=kw["help"])
-            continue
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        if kind.startswith("int"):
-            kw["type"] = int
-        elif kind.startswith("float"):
-            kw["type"] = float
-        parser.add_argument(flag, **kw)
-    parser.add_argument("--json", default=None, metavar="FILE", help="write the final metrics as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-# --- adversarial examples for training ---------------------------------------------------------
-
-def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float,
-                         steps: int = 10, step_size: float | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """FGSM (Goodfellow et al. 2015) or L-inf PGD with a random start (Madry et al. 2018) in [0,1].
-
-    Used only to make training examples (fast, no foolbox); the model's mode is left unchanged.
-    """
-    x = x.detach()
-    if attack == "fgsm":
-        steps, alpha, delta = 1, eps, torch.zeros_like(x)
-    elif attack == "pgd":
-        alpha = step_size if step_size is not None else 2.5 * eps / steps
-        delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
-    else:
-        raise ConfigError(f"unknown adversarial attack {attack!r}")
-    with torch.enable_grad():
-        for _ in range(steps):
-            xa = (x + delta).clamp(0, 1).requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
-            delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-    return (x + delta).clamp(0, 1).detach()
-
-
-# --- evaluation --------------------------------------------------------------------------------
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 250,
-             device: str | torch.device | None = None, jacobian: bool = True,
-             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Clean accuracy and mean ||J||_F (paper convention: w.r.t. the normalised input).
-
-    The model's train/eval mode is restored afterwards.
-    """
-    from .regularizer import jacobian_norms
-
-    if len(x) == 0:
-        raise ConfigError("no samples to evaluate")
-    dev = next(model.parameters()).device if device is None else pick(device)
-    was_training = model.training
-    model.eval()
-    correct, norm_sum = 0, 0.0
-    try:
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
-            with torch.no_grad():
-                correct += int((model(xb).argmax(1) == yb).sum())
-            if jacobian:
-                norm_sum += float(jacobian_norms(model, xb, normalized=True).sum())
-            if on_batch:
-                on_batch(len(xb))
-    finally:
-        model.train(was_training)
-    out: dict[str, Any] = {"clean_accuracy": correct / len(x), "samples": len(x)}
-    if jacobian:
-        out["jacobian_norm_mean"] = norm_sum / len(x)
-    return out
-
-
-def evaluate_checkpoint(path: str, *, dataset: str | None = None, samples: int | None = None,
-                        batch_size: int = 250, device: str = "auto", data_root: str | None = None,
-                        progress: bool = False) -> dict[str, Any]:
-    """``python -m jacreg eval``: load safely, evaluate on the first ``samples`` test images."""
-    from .checkpoints import load_checkpoint
-    from .data import load_dataset
-
-    if samples is not None and samples < 1:
-        raise ConfigError("--samples must be at least 1")
-    model, meta = load_checkpoint(path, device=str(pick(device)))
-    ds = dataset or meta.get("dataset")
-    if not ds:
-        raise ConfigError("the checkpoint names no dataset: pass --dataset")
-    x, y = load_dataset(ds, split="test", limit=samples, data_root=data_root)
-    if tuple(x.shape[1:]) != tuple(meta.get("input_shape", x.shape[1:])):
-        raise ConfigError(f"dataset {ds} has images of shape {tuple(x.shape[1:])}, the model expects "
-                          f"{tuple(meta['input_shape'])}")
-    bar = _progress_bar(len(x), "eval", enabled=progress)
-    try:
-        result = evaluate(model, x, y, batch_size=batch_size, on_batch=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
-    result.update({"checkpoint": str(path), "dataset": ds})
-    return result
-
-
-# --- the training loop -------------------------------------------------------------------------
 
 @dataclass
 class _Dist:
@@ -263,8 +163,6 @@ def _init_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist(), pick(config.device)
-    import torch.distributed as dist
-
     local = int(os.environ.get("LOCAL_RANK", "0"))
     want = pick(config.device)
     if want.type == "cuda":
@@ -278,7 +176,7 @@ def _init_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
     return _Dist(dist.get_rank(), dist.get_world_size(), local), device
 
 
-def lr_factor(step: int, total_steps: int, quenches: Sequence[float] = (1 / 3, 2 / 3)) -> float:
+def lr_factor(step: int, total_steps: int, quenches: Sequence[float] = QUENCHES) -> float:
     """The paper's schedule: x0.1 at each quench point (fractions of ``total_steps``)."""
     return 0.1 ** sum(step >= q * total_steps for q in quenches)
 
@@ -288,112 +186,139 @@ def state_path(out: str | os.PathLike[str]) -> Path:
     return Path(str(out) + ".state.pt")
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds while it runs (built by :func:`_setup`)."""
+
+    config: TrainConfig
+    dist: _Dist
+    device: torch.device
+    spec: DatasetSpec
+    model: nn.Module
+    net: nn.Module
+    loader: torch.utils.data.DataLoader[Any]
+    loader_gen: torch.Generator
+    sampler: DistributedSampler[Any] | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    proj_gen: torch.Generator
+    steps_per_epoch: int
+    total_steps: int
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _setup(config: TrainConfig, dist_info: _Dist, device: torch.device) -> _Run:
+    """The model, data, optimizer and schedule of a run; the saved state when resuming."""
+    torch.manual_seed(config.seed)
+    spec = dataset_spec(config.dataset)
+    model = architectures.create(config.arch, num_classes=spec.num_classes, input_shape=spec.input_shape,
+                                 dropout=config.dropout, mean=spec.mean, std=spec.std).to(device)
+    train_set = get_dataset(config.dataset, "train", data_root=config.data_root)
+    sampler: DistributedSampler[Any] | None = None
+    if dist_info.world > 1:
+        sampler = DistributedSampler(train_set, num_replicas=dist_info.world, rank=dist_info.rank,
+                                     shuffle=True, seed=config.seed)
+    loader_gen = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        generator=loader_gen if sampler is None else None, num_workers=config.num_workers,
+        drop_last=False, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader) if config.limit_batches is None else min(len(loader), config.limit_batches)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.l2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps))
+    proj_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
+    run = _Run(config, dist_info, device, spec, model, model, loader, loader_gen, sampler, optimizer,
+               scheduler, proj_gen, steps_per_epoch, total_steps)
+    if config.resume:
+        run.start_epoch, run.history = _load_state(config, model, optimizer, scheduler, proj_gen, device)
+    if dist_info.world > 1:
+        run.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.eval_samples != 0 and dist_info.main:
+        run.eval_data = load_dataset(config.dataset, "test", limit=config.eval_samples,
+                                     data_root=config.data_root)
+    return run
+
+
+def _train_epoch(run: _Run, epoch: int, emit: EventFn, t0: float) -> dict[str, float]:
+    """One pass over the training data; returns the sums of loss, CE, R, correct and samples."""
+    config = run.config
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    run.loader_gen.manual_seed(config.seed * 100003 + epoch)  # same order whether resumed or not
+    run.net.train()
+    sums = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "correct": 0.0, "n": 0.0}
+    for i, (xb, yb) in enumerate(run.loader):
+        if i >= run.steps_per_epoch:
+            break
+        xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
+        loss, ce, jr, correct = _step(run.net, xb, yb, config, run.optimizer, run.proj_gen)
+        run.scheduler.step()
+        n = len(xb)
+        for key, val in (("loss", loss), ("ce", ce), ("jr", jr)):
+            sums[key] += val * n
+        sums["correct"] += correct
+        sums["n"] += n
+        step = epoch * run.steps_per_epoch + i + 1
+        if not math.isfinite(loss):
+            raise ConfigError(f"the loss became {loss} at step {step}: lower --lr or --jr")
+        if step % config.log_every == 0 or i + 1 == run.steps_per_epoch:
+            emit({"event": "step", "epoch": epoch + 1, "step": step, "total_steps": run.total_steps,
+                  "loss": loss, "ce": ce, "jr": jr, "accuracy": correct / n,
+                  "lr": run.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+    if run.dist.world > 1:
+        sums = _all_reduce_sums(sums, run.device)
+    return sums
+
+
+def _end_epoch(run: _Run, epoch: int, sums: dict[str, float], emit: EventFn, t0: float) -> dict[str, Any]:
+    """Main process: evaluate, record the epoch, write the checkpoint and the resumable state."""
+    config = run.config
+    n = max(sums["n"], 1)
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1, "epochs": config.epochs, "step": (epoch + 1) * run.steps_per_epoch,
+        "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n, "train_jr": sums["jr"] / n,
+        "train_accuracy": sums["correct"] / n, "lr": run.optimizer.param_groups[0]["lr"]}
+    if run.eval_data is not None:
+        ev = evaluate(run.model, *run.eval_data, batch_size=250)
+        metrics.update(test_accuracy=ev["clean_accuracy"], jacobian_norm_mean=ev["jacobian_norm_mean"],
+                       eval_samples=ev["samples"])
+    metrics["seconds"] = time.perf_counter() - t0
+    run.history.append(metrics)
+    emit({"event": "epoch", **metrics})
+    save_checkpoint(run.model, _model_card(config, run.spec, metrics, run.history), config.out)
+    _save_state(config, run.model, run.optimizer, run.scheduler, run.proj_gen, epoch + 1, run.history)
+    emit({"event": "checkpoint", "path": str(config.out), "epoch": epoch + 1})
+    return metrics
+
+
 def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any]:
     """Train a model as configured; return the final metrics and checkpoint path.
 
     Events (``on_event(dict)``, also appended to ``config.events`` as JSON lines by the main
     process): ``start``, ``step`` (every ``log_every`` steps), ``epoch``, ``checkpoint``, ``done``,
-    and ``error`` when an exception escapes.
+    and ``error`` (or ``stopped``) when an exception escapes.
     """
-    from .checkpoints import save_checkpoint
-    from .data import dataset_spec, get_dataset, load_dataset
-    from .regularizer import jacobian_penalty
-
     config.validate()
     dist_info, device = _init_distributed(config)
     emit = _event_sink(config, on_event, dist_info.main)
-    net: nn.Module | None = None
+    run: _Run | None = None
     try:
-        torch.manual_seed(config.seed)
-        spec = dataset_spec(config.dataset)
-        model = architectures.create(config.arch, num_classes=spec.num_classes,
-                                     input_shape=spec.input_shape, dropout=config.dropout,
-                                     mean=spec.mean, std=spec.std).to(device)
-        train_set = get_dataset(config.dataset, "train", data_root=config.data_root)
-        sampler = None
-        if dist_info.world > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(train_set, num_replicas=dist_info.world, rank=dist_info.rank,
-                                         shuffle=True, seed=config.seed)
-        loader_gen = torch.Generator().manual_seed(config.seed)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-            generator=loader_gen if sampler is None else None, num_workers=config.num_workers,
-            drop_last=False, pin_memory=device.type == "cuda")
-        steps_per_epoch = len(loader) if config.limit_batches is None else min(len(loader),
-                                                                                config.limit_batches)
-        total_steps = steps_per_epoch * config.epochs
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.l2)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps))
-        proj_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + dist_info.rank)
-        start_epoch, history = 0, []
-        if config.resume:
-            start_epoch, history = _load_state(config, model, optimizer, scheduler, proj_gen, device)
-        net = model
-        if dist_info.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        eval_x = eval_y = None
-        if config.eval_samples != 0 and dist_info.main:
-            eval_x, eval_y = load_dataset(config.dataset, "test", limit=config.eval_samples,
-                                          data_root=config.data_root)
-        emit({"event": "start", "config": config.to_dict(), "total_steps": total_steps,
-              "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch, "device": str(device),
-              "world_size": dist_info.world, "parameters": architectures.count_parameters(model)})
-        t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
-        metrics: dict[str, Any] = history[-1] if history else {}
-        for epoch in range(start_epoch, config.epochs):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            loader_gen.manual_seed(config.seed * 100003 + epoch)  # same order whether resumed or not
-            net.train()
-            sums = {"loss": 0.0, "ce": 0.0, "jr": 0.0, "correct": 0, "n": 0}
-            for i, (xb, yb) in enumerate(loader):
-                if i >= steps_per_epoch:
-                    break
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                loss, ce, jr, correct = _step(net, xb, yb, config, optimizer, proj_gen,
-                                              jacobian_penalty)
-                scheduler.step()
-                n = len(xb)
-                for key, val in (("loss", loss), ("ce", ce), ("jr", jr)):
-                    sums[key] += val * n
-                sums["correct"] += correct
-                sums["n"] += n
-                step = epoch * steps_per_epoch + i + 1
-                if not math.isfinite(loss):
-                    raise ConfigError(f"the loss became {loss} at step {step}: lower --lr or --jr")
-                if step % config.log_every == 0 or i + 1 == steps_per_epoch:
-                    emit({"event": "step", "epoch": epoch + 1, "step": step, "total_steps": total_steps,
-                          "loss": loss, "ce": ce, "jr": jr, "accuracy": correct / n,
-                          "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
-            if dist_info.world > 1:
-                sums = _all_reduce_sums(sums, device)
-            if not dist_info.main:
-                continue
-            n = max(sums["n"], 1)
-            metrics = {"epoch": epoch + 1, "epochs": config.epochs, "step": (epoch + 1) * steps_per_epoch,
-                       "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n,
-                       "train_jr": sums["jr"] / n, "train_accuracy": sums["correct"] / n,
-                       "lr": optimizer.param_groups[0]["lr"]}
-            if eval_x is not None:
-                ev = evaluate(model, eval_x, eval_y, batch_size=250)
-                metrics.update(test_accuracy=ev["clean_accuracy"],
-                               jacobian_norm_mean=ev["jacobian_norm_mean"], eval_samples=ev["samples"])
-            metrics["seconds"] = time.perf_counter() - t0
-            history.append(metrics)
-            emit({"event": "epoch", **metrics})
-            meta = _model_card(config, spec, metrics, history)
-            save_checkpoint(model, meta, config.out)
-            _save_state(config, model, optimizer, scheduler, proj_gen, epoch + 1, history)
-            emit({"event": "checkpoint", "path": str(config.out), "epoch": epoch + 1})
+        run = _setup(config, dist_info, device)
+        emit({"event": "start", "config": config.to_dict(), "total_steps": run.total_steps,
+              "steps_per_epoch": run.steps_per_epoch, "start_epoch": run.start_epoch, "device": str(device),
+              "world_size": dist_info.world, "parameters": architectures.count_parameters(run.model)})
+        t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
+        metrics: dict[str, Any] = run.history[-1] if run.history else {}
+        for epoch in range(run.start_epoch, config.epochs):
+            sums = _train_epoch(run, epoch, emit, t0)
+            if dist_info.main:
+                metrics = _end_epoch(run, epoch, sums, emit, t0)
         result = {"path": str(config.out), **_final_metrics(metrics)}  # metrics: rank 0 only
         if dist_info.world > 1:
-            import torch.distributed as dist
-
             dist.barrier()  # no rank tears the group down while rank 0 still evaluates or saves
         emit({"event": "done", "metrics": result, "path": str(config.out)})
         return result
@@ -403,7 +328,7 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
         raise
     finally:
         if dist_info.world > 1:
-            net = None  # the DDP reducer holds the process group: free it first
+            run = None  # the DDP reducer holds the process group: free it first
             _shutdown_distributed()
 
 
@@ -411,19 +336,13 @@ def _shutdown_distributed() -> None:
     """Destroy the process group once the DDP wrapper is gone: a group (and gloo's threads) freed
     only at interpreter exit can abort the process ("terminate called without an active
     exception")."""
-    import gc
-
-    import torch.distributed as dist
-
     gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def _step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-          optimizer: torch.optim.Optimizer, gen: torch.Generator,
-          jacobian_penalty: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-          ) -> tuple[float, float, float, int]:
+          optimizer: torch.optim.Optimizer, gen: torch.Generator) -> tuple[float, float, float, int]:
     """One SGD step; returns (loss, CE, R, correct) of the clean batch."""
     x_adv = None
     if config.adv != "none":
@@ -447,8 +366,7 @@ def _step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
 
 
 def _all_reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, float]:
-    import torch.distributed as dist
-
+    """Sum the epoch's sums over the processes (DDP)."""
     keys = sorted(sums)
     t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -463,7 +381,7 @@ def _final_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _model_card(config: TrainConfig, spec: Any, metrics: dict[str, Any],
+def _model_card(config: TrainConfig, spec: DatasetSpec, metrics: dict[str, Any],
                 history: list[dict[str, Any]]) -> dict[str, Any]:
     regs = [r for r, on in (("l2", config.l2 > 0), ("dropout", config.dropout > 0), ("jr", config.jr > 0),
                             (f"{config.adv}-at", config.adv != "none")) if on] or ["none"]
@@ -541,60 +459,3 @@ def _event_sink(config: TrainConfig, on_event: EventFn | None, main: bool) -> Ev
             on_event(event)
 
     return emit
-
-
-# --- command line ------------------------------------------------------------------------------
-
-def _progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)
-
-
-def run_train_command(args: argparse.Namespace) -> int:
-    """``python -m jacreg train``: tqdm progress on stderr, events to --events, result to --json."""
-    from .cli import write_json
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**values).validate()
-    if config.events:
-        Path(config.events).parent.mkdir(parents=True, exist_ok=True)
-    bar = None
-
-    def on_event(event: dict[str, Any]) -> None:
-        nonlocal bar
-        kind = event["event"]
-        if kind == "start" and not args.quiet:
-            bar = _progress_bar(event["total_steps"], "train")
-            if bar is not None:
-                bar.update(event["start_epoch"] * event["steps_per_epoch"])
-        elif kind == "step" and bar is not None:
-            bar.n = event["step"]
-            bar.set_postfix(loss=f"{event['loss']:.3f}", jr=f"{event['jr']:.3g}", refresh=False)
-            bar.refresh()
-        elif kind == "epoch":
-            text = (f"epoch {event['epoch']}/{event['epochs']}: loss {event['train_loss']:.4f} "
-                    f"train acc {event['train_accuracy']:.4f}")
-            if "test_accuracy" in event:
-                text += (f" test acc {event['test_accuracy']:.4f}"
-                         f" mean ||J||_F {event['jacobian_norm_mean']:.3f}")
-            (bar.write if bar is not None else lambda s: print(s, file=sys.stderr))(text)
-
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        result = train(config, on_event)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if bar is not None:
-            bar.close()
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_json(args.json, result)
-        print(json.dumps(result))
-    return 0
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signum}")

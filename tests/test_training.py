@@ -1,23 +1,15 @@
-"""Training: config validation, the schedule, adversarial examples, checkpoints, resume, events."""
+"""jacreg.training: config validation, the schedule, checkpoints, resume, events."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
 
-from jacreg import architectures
 from jacreg.errors import CheckpointError, ConfigError
 from jacreg.fileio import read_jsonl
-from jacreg.training import (
-    TrainConfig,
-    adversarial_examples,
-    lr_factor,
-    state_path,
-    train,
-)
+from jacreg.training import TrainConfig, lr_factor, state_path, train
 
 
 def tiny(tmp_path, **kw) -> TrainConfig:
@@ -43,27 +35,6 @@ def test_invalid_configs_are_refused_with_the_option_name(field, value, phrase):
     config = TrainConfig(**{field: value, **({"adv": "fgsm"} if field == "adv_eps" else {})})
     with pytest.raises(ConfigError, match=phrase):
         config.validate()
-
-
-def test_config_round_trips_through_argv():
-    from jacreg.cli import build_parser
-
-    config = TrainConfig(jr=0.01, l2=5e-4, dropout=0.5, adv="pgd", resume=True, limit_batches=4)
-    args = build_parser().parse_args(["train", *config.to_argv()])
-    again = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    assert again == config
-
-
-@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
-def test_adversarial_examples_stay_in_the_ball_and_raise_the_loss(attack):
-    torch.manual_seed(0)
-    model = architectures.create("lenet").eval()
-    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    xa = adversarial_examples(model, x, y, attack, eps=0.1, steps=5)
-    assert (xa - x).abs().max() <= 0.1 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
-    ce = torch.nn.functional.cross_entropy
-    with torch.no_grad():
-        assert ce(model(xa), y) > ce(model(x), y)
 
 
 def test_train_writes_checkpoint_state_and_events(tmp_path):
@@ -128,22 +99,3 @@ def test_diverging_loss_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="lower --lr"):
         train(config)
     assert read_jsonl(config.events)[-1]["event"] == "error"
-
-
-@pytest.mark.slow
-def test_jacobian_regularization_shrinks_the_jacobian_on_real_data(tmp_path):
-    """The end-to-end path of the engine on real MNIST digits (the embedded subset)."""
-    from jacreg.cli import main
-
-    results = {}
-    for name, extra in (("plain", []), ("jr", ["--jr", "0.01"])):
-        out, js = tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json"
-        assert main(["train", "--arch", "lenet", "--dataset", "mnist-5k", "--epochs", "3", "--device", "cpu",
-                     "--out", str(out), "--quiet", *extra]) == 0
-        assert main(["eval", str(out), "--dataset", "mnist-5k", "--device", "cpu", "--json", str(js)]) == 0
-        results[name] = json.loads(js.read_text())
-    assert results["plain"]["samples"] == results["jr"]["samples"] == 1000
-    assert results["plain"]["clean_accuracy"] > 0.9 and results["jr"]["clean_accuracy"] > 0.9
-    # After 120 steps the plain ||J||_F is still small (it grows with training, to ~33 in the paper);
-    # JR already holds it well below: measured 2.19 vs 4.11 (0.53x) on this path.
-    assert results["jr"]["jacobian_norm_mean"] < 0.65 * results["plain"]["jacobian_norm_mean"]

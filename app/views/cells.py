@@ -1,7 +1,7 @@
 """Decision cells: the paper's Fig. 1, S1 and S2, live, for the models picked in the sidebar.
 
 Widgets and figures only: planes, cross sections, distances and statistics come from
-:mod:`jacreg.cells`, figures from :mod:`jacreg.plots`. The view (models, dataset, sample, plane,
+:mod:`jacreg.cells`, figures from :mod:`jacreg.figures.cells`. The view (models, dataset, sample, plane,
 seed, extent, resolution) is kept in the URL's query parameters, so a view can be shared.
 """
 
@@ -16,9 +16,12 @@ import streamlit as st
 import torch
 
 from app import common
-from jacreg import cells, data, plots
+from jacreg import cells, data
 from jacreg.catalog import ModelEntry
 from jacreg.errors import ConfigError, JacregError
+from jacreg.figures import cells as plots
+from jacreg.figures.style import class_label
+from jacreg.parsing import parse_through
 
 K = "cells_"                     # widget and session key prefix
 PLANES = {"random": "Random (seeded)", "adversarial": "Adversarial (FGSM directions)",
@@ -179,21 +182,6 @@ def _fmt_radius(r: float, extent: float) -> str:
     return f"{r:.4g}" if math.isfinite(r) else f"> {4 * extent:g}"
 
 
-def _parse_through(text: str, sample: int, n: int) -> tuple[int, int]:
-    if not text.strip():
-        return (sample + 1) % n, (sample + 2) % n
-    try:
-        vals = [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise ConfigError(f"other samples: give two indices like 5,9 (got {text!r})") from None
-    if len(vals) != 2:
-        raise ConfigError(f"other samples: give exactly two indices like 5,9 (got {text!r})")
-    for v in vals:
-        if not 0 <= v < n:
-            raise ConfigError(f"sample {v} does not exist: indices run from 0 to {n - 1}")
-    return vals[0], vals[1]
-
-
 def main() -> None:
     st.title("Decision cells")
     st.caption("A 2-D slice of input space through one test sample: colour = predicted class, paler "
@@ -257,9 +245,9 @@ def main() -> None:
         labels, conf = _predictions(stamps, dataset, min(n, max(GALLERY, sample + 1)),
                                     list(models.values()), x)
         c_img, c_tab = st.columns([1, 2])
-        true_label = plots.class_label(int(y[sample]), class_names)
+        true_label = class_label(int(y[sample]), class_names)
         c_img.image(_image(x[sample]), caption=f"#{sample}: label {true_label}", width=112)
-        c_tab.dataframe([{"model": nm, "prediction": plots.class_label(int(labels[m, sample]), class_names),
+        c_tab.dataframe([{"model": nm, "prediction": class_label(int(labels[m, sample]), class_names),
                           "p": round(float(conf[m, sample]), 3),
                           "correct": bool(labels[m, sample] == int(y[sample]))}
                          for m, nm in enumerate(names)], hide_index=True)
@@ -297,7 +285,7 @@ def main() -> None:
                           placeholder=f"{(sample + 1) % n},{(sample + 2) % n}",
                           help="The plane through the sample and these two; empty = the next two.")
             try:
-                through = _parse_through(str(st.session_state[K + "through"]), sample, n)
+                through = parse_through(str(st.session_state[K + "through"]), sample, n, "other samples")
             except ConfigError as exc:
                 common.show_error(exc)
                 return
@@ -347,7 +335,7 @@ def main() -> None:
     rows = []
     for m, nm in enumerate(names):
         met = cs.metrics(m)
-        row = {"model": nm, "prediction": plots.class_label(int(cs.origin_label[m]), class_names),
+        row = {"model": nm, "prediction": class_label(int(cs.origin_label[m]), class_names),
                "p": round(float(cs.origin_confidence[m]), 3),
                "in-plane radius": _fmt_radius(float(cs.boundary_distance[m]), extent),
                "cell area (% of window)": round(100 * met["area_fraction"], 1),
@@ -403,7 +391,7 @@ def _probe(event: Any, cs: cells.CrossSection, models: dict[str, torch.nn.Module
     if outside > 0:
         st.caption(f"{100 * outside:.0f}% of this image's pixels lie outside [0, 1]: the models see them as "
                    "they are; the picture clips them.")
-    st.dataframe([{"model": nm, "prediction": plots.class_label(int(labels[m, 0]), class_names),
+    st.dataframe([{"model": nm, "prediction": class_label(int(labels[m, 0]), class_names),
                    "p": round(float(conf[m, 0]), 3)} for m, nm in enumerate(names)],
                  hide_index=True)
 

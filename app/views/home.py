@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from app import common
-from jacreg import catalog
 
 st.title("jacreg: robust learning with Jacobian regularization")
 st.markdown(
@@ -46,14 +45,14 @@ else:
         })
     st.dataframe(rows, hide_index=True, width="stretch")
 
-report = catalog.PROJECT_ROOT / "REPRODUCTION.md"
+report = common.ROOT / "REPRODUCTION.md"
 if report.is_file():
     st.subheader("The paper, reproduced")
     st.markdown(f"See `REPRODUCTION.md` ({report}) for the tables and figures produced by "
                 "`python -m jacreg reproduce`.")
     with st.expander("Show REPRODUCTION.md"):
         st.markdown(report.read_text(encoding="utf-8"))
-    figures = [(catalog.PROJECT_ROOT / "reproduction" / name, caption) for name, caption in (
+    figures = [(common.ROOT / "reproduction" / name, caption) for name, caption in (
         ("fig3.png", "Fig. 3: accuracy under white noise, FGSM and PGD"),
         ("fig2.png", "Fig. 2: exact regularizer vs random projections during training"),
         ("fig1_random.png", "Fig. 1 / S1: decision cells on a random plane"),

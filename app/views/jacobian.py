@@ -10,6 +10,7 @@ from app import common
 from jacreg import data, jacobian_stats
 from jacreg.catalog import ModelEntry
 from jacreg.errors import JacregError
+from jacreg.figures import jacobian as jacobian_figures
 
 K = "jac_"
 RESULT = "jac_result"   # session key: the last computed analysis
@@ -57,9 +58,9 @@ def _show(res: dict[str, Any]) -> None:
 
     st.markdown("##### ‖J(x)‖_F over the test samples")
     per_class = st.toggle("Per class", value=True, key=K + "per_class")
-    st.plotly_chart(jacobian_stats.norm_histogram_figure(stats, per_class=per_class), key="jac_hist")
+    st.plotly_chart(jacobian_figures.norm_histogram_figure(stats, per_class=per_class), key="jac_hist")
     left, right = st.columns([3, 2])
-    left.plotly_chart(jacobian_stats.norm_box_figure(stats), key="jac_box")
+    left.plotly_chart(jacobian_figures.norm_box_figure(stats), key="jac_box")
     right.dataframe(stats.per_class, hide_index=True, width="stretch",
                     column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
                                    "mean": st.column_config.NumberColumn(format="%.4g"),
@@ -75,7 +76,7 @@ def _show(res: dict[str, Any]) -> None:
         f"The estimator is unbiased (centred on 1); the black marks show the bound on one sample's "
         f"standard deviation, {bound}."
     )
-    st.plotly_chart(jacobian_stats.projection_spread_figure(spread), key="jac_spread")
+    st.plotly_chart(jacobian_figures.projection_spread_figure(spread), key="jac_spread")
     st.dataframe(spread.summary, hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(format="%.4g") for k in
                                 ("exact", "mean", "std", "relative_bias", "relative_std_batch",
@@ -84,7 +85,7 @@ def _show(res: dict[str, Any]) -> None:
     st.markdown("##### Estimator cost on this device")
     st.caption("Median seconds per training-like step (forward, CE + λ·R, gradient w.r.t. the weights) "
                "and the ratio to plain cross-entropy. The paper reports about 1.3x for n_proj = 1.")
-    st.plotly_chart(jacobian_stats.timing_figure(res["timing"]), key="jac_timing")
+    st.plotly_chart(jacobian_figures.timing_figure(res["timing"]), key="jac_timing")
     st.dataframe(res["timing"], hide_index=True, width="stretch")
 
 

@@ -7,9 +7,12 @@ from typing import Any
 import streamlit as st
 
 from app import common
-from jacreg import jobs, training_plots
+from jacreg import jobs
 from jacreg.catalog import ModelEntry
 from jacreg.errors import JacregError
+from jacreg.figures import robustness as robustness_figures
+from jacreg.figures import training as training_figures
+from jacreg.fileio import read_jsonl
 
 COMPARE = "models_compare"   # session key: the model keys compared on this page
 DELETE_ERROR = "models_delete_error"
@@ -36,7 +39,7 @@ def _regularizers(e: ModelEntry) -> str:
 def _history(e: ModelEntry) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Epoch and step records: the run's events when there are any, else the card's history."""
     if e.source == "run" and e.path is not None:
-        events = jobs.read_jsonl(e.path.parent / jobs.EVENTS_FILE)
+        events = read_jsonl(e.path.parent / jobs.EVENTS_FILE)
         if events:
             return jobs.epoch_history(events), jobs.step_history(events)
     hist = e.meta.get("history")
@@ -125,14 +128,17 @@ def _curves(e: ModelEntry) -> None:
     hist, steps = _history(e)
     if hist or steps:
         jr = _config(e).get("jr")
-        fig = training_plots.training_figure(hist, steps, jr_weight=float(jr) if jr else None, height=520)
+        fig = training_figures.training_figure(hist, steps, jr_weight=float(jr) if jr else None, height=520)
         st.plotly_chart(fig, key=f"curves_{e.key}", config={"displaylogo": False})
     else:
         st.caption("No training curves stored with this model.")
     results = jobs.robustness_results(e.path) if e.path is not None else []
     if results:
-        st.markdown("**Last robustness results**")
-        st.plotly_chart(training_plots.robustness_figure(results), key=f"rob_{e.key}")
+        st.markdown("**Last robustness results** (the latest curve of each attack)")
+        groups = robustness_figures.group_by_attack(results)
+        for col, (attack, rs) in zip(st.columns(len(groups)), groups.items(), strict=True):
+            col.plotly_chart(robustness_figures.curve_figure(rs[-1:], show_raw=False),
+                             key=f"rob_{e.key}_{attack}")
     else:
         st.caption("No robustness results stored with this model (the Robustness page measures them).")
 
@@ -179,7 +185,7 @@ if len(picked) > 1:
     st.dataframe(table, width="stretch")
     histories = {e.label: _history(e)[0] for e in picked}
     if any(histories.values()):
-        st.plotly_chart(training_plots.comparison_figure(histories), key="compare_curves")
+        st.plotly_chart(training_figures.comparison_figure(histories), key="compare_curves")
     st.button("Analyse these on the other pages", help="Makes them the sidebar selection",
               on_click=common.select, args=([e.key for e in picked],))
 

@@ -13,11 +13,13 @@ import streamlit as st
 import torch
 
 from app import common
-from jacreg import architectures, data, robustness, robustness_plots
+from jacreg import architectures, data, robustness
 from jacreg.catalog import ModelEntry
-from jacreg.cli import parse_floats
 from jacreg.device import describe, pick
 from jacreg.errors import JacregError
+from jacreg.figures import robustness as robustness_figures
+from jacreg.figures.style import model_colors
+from jacreg.parsing import parse_floats
 
 K = "rob_"                     # widget and session key prefix
 RUNNER = K + "runner"          # session key: the CurveRunner of the last run
@@ -27,18 +29,6 @@ ERRORS = K + "errors"          # session key: errors of the last run
 COLLECTED = K + "collected"    # session key: id of the runner whose results are stored
 POLL_S = 1.0
 FROM_FILE = "(from the file)"
-#: One epsilon grid per kind of attack: gradient attacks per norm, white noise (much larger radii) apart.
-GRIDS = {  # key: (label, default)
-    "linf": ("L-inf epsilons", "0,0.05,0.1,0.15,0.2,0.3"),
-    "l2": ("L2 epsilons", "0,0.5,1,1.5,2,3"),
-    "noise-linf": ("White-noise L-inf epsilons", "0,0.1,0.2,0.3,0.4,0.5"),
-    "noise-l2": ("White-noise L2 epsilons", "0,1,2,4,6,8"),
-}
-
-
-def _grid_key(attack: str) -> str:
-    spec = robustness.get_attack(attack)
-    return f"noise-{spec.norm}" if spec.random else spec.norm
 DEFAULT_ATTACKS = ["noise", "fgsm", "pgd", "cw"]
 
 
@@ -100,7 +90,7 @@ def _start(models: list[ModelEntry], attacks: list[str], grids: dict[str, list[f
                        "skipped. Pick its dataset in the sidebar.")
             continue
         for a in attacks:
-            tasks.append(robustness.CurveTask(e.label, model, x, y, a, grids[_grid_key(a)]))
+            tasks.append(robustness.CurveTask(e.label, model, x, y, a, grids[robustness.grid_key(a)]))
         if probe:
             tasks.append(robustness.CurveTask(e.label, model, x, y, "pgd", [1.0], probe=True))
     if not tasks:
@@ -185,7 +175,7 @@ def _live() -> None:
         partial = snap["partial"] if snap["partial"] and not snap["partial"].get("probe") else None
     for err in st.session_state.get(ERRORS, []) + (snap["errors"] if running and snap else []):
         st.error(err)
-    groups = robustness_plots.group_by_attack(results)
+    groups = robustness_figures.group_by_attack(results)
     if partial and partial["attack"] not in groups:
         groups[partial["attack"]] = []
     if not groups:
@@ -194,10 +184,10 @@ def _live() -> None:
         return
     cols = st.columns(2)
     labels = [e.label for e in common.entries()] + [r["model"] for r in results]
-    colors = robustness_plots.model_colors(labels)
+    colors = model_colors(labels)
     for i, (attack, rs) in enumerate(groups.items()):
         part = partial if partial and partial["attack"] == attack else None
-        fig = robustness_plots.curve_figure(rs, partial=part, title=robustness.get_attack(attack).title,
+        fig = robustness_figures.curve_figure(rs, partial=part, title=robustness.get_attack(attack).title,
                                             colors=colors)
         cols[i % 2].plotly_chart(fig, key=f"{K}chart_{attack}", width="stretch")
     if running:
@@ -209,7 +199,7 @@ def _live() -> None:
     c1, c2, c3 = st.columns(3)
     c1.download_button("CSV", data=robustness.to_csv(results), file_name="robustness.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore", key=K + "csv")
-    c2.download_button("PNG", data=lambda: robustness_plots.png_bytes(results), file_name="robustness.png",
+    c2.download_button("PNG", data=lambda: robustness_figures.curves_png(results), file_name="robustness.png",
                        mime="image/png", icon=":material/image:", on_click="ignore", key=K + "png")
     if c3.button("Clear results", key=K + "clear"):
         for key in (RESULTS, PROBES, ERRORS):
@@ -251,11 +241,13 @@ with right:
     st.subheader("Attacks")
     attacks = st.multiselect("Attacks", robustness.names(), default=DEFAULT_ATTACKS, key=K + "attacks",
                              format_func=lambda n: robustness.get_attack(n).title)
-    needed = {_grid_key(a) for a in attacks} or {"linf"}
+    needed = {robustness.grid_key(a) for a in attacks} or {"linf"}
     grids: dict[str, list[float] | None] = {}
-    for gk, (label, default) in GRIDS.items():
+    defaults = robustness.default_grids()
+    for gk, label in robustness.GRID_LABELS.items():
         if gk in needed:
-            grids[gk] = _grid(label, default, K + "eps_" + gk.replace("-", "_"))
+            text = ",".join(f"{e:g}" for e in defaults[gk])
+            grids[gk] = _grid(label, text, K + "eps_" + gk.replace("-", "_"))
     c1, c2 = st.columns(2)
     samples = int(c1.number_input("Samples (first N of the test set)", 1, 10000, 200, step=50,
                                   key=K + "samples"))
@@ -271,7 +263,7 @@ notes: list[str] = []
 if grid_ok and attacks:
     for a in attacks:
         spec = robustness.get_attack(a)
-        grid = grids.get(_grid_key(a))
+        grid = grids.get(robustness.grid_key(a))
         try:
             _, n = robustness.check_epsilons(grid or [], spec, data.dataset_spec(ds_name).input_shape)
             notes += [f"{spec.title}: {x}" for x in n]

@@ -11,9 +11,10 @@ from typing import Any
 import streamlit as st
 
 from app import common
-from jacreg import architectures, data, jobs, training_plots
+from jacreg import architectures, data, jobs
 from jacreg.device import available
 from jacreg.errors import JacregError
+from jacreg.figures import training as training_figures
 from jacreg.training import ADV_ATTACKS, JR_METHODS, TrainConfig
 
 VIEWS = Path(__file__).resolve().parent
@@ -235,7 +236,7 @@ def _job_panel(job_id: str, was_active: bool) -> None:
     history = jobs.epoch_history(events)
     steps = jobs.step_history(events)
     if history or steps:
-        fig = training_plots.training_figure(history, steps, total_steps=prog.total or None,
+        fig = training_figures.training_figure(history, steps, total_steps=prog.total or None,
                                              jr_weight=float(cfg.get("jr") or 0) or None)
         st.plotly_chart(fig, key=f"curves_{job.id}", config={"displaylogo": False})
     elif active:

@@ -1,0 +1,114 @@
+"""jacreg.reproduce: a --quick run writes every table and figure from the model cards; reuse."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from jacreg import reproduce
+from jacreg.checkpoints import read_metadata
+from jacreg.cli import main
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("reproduce")
+    out, zoo = root / "out", root / "zoo"
+    zoo.mkdir()
+    summary = root / "summary.json"
+    code = main(["reproduce", "--quick", "--out", str(out), "--zoo-dir", str(zoo), "--samples", "20",
+                 "--cell-samples", "1", "--device", "cpu", "--json", str(summary)])
+    assert code == 0
+    return out, zoo, json.loads(summary.read_text())
+
+
+def test_quick_writes_every_output(quick_run) -> None:
+    out, zoo, summary = quick_run
+    for name in ("table1.csv", "table1.md", "fig2.png", "fig2.csv", "fig3.png", "fig3.csv", "cells.csv",
+                 "cells.md", "fig1_random.png", "fig_s2_adversarial.png", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("fig2.png", "fig3.png", "fig1_random.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # quick models never land in the zoo folder
+    assert not list(zoo.glob("*.safetensors"))
+    assert set(summary["models"]) == set(reproduce.SETTINGS)
+
+
+def test_table1_rows_and_columns(quick_run) -> None:
+    out, _, _ = quick_run
+    rows = _rows(out / "table1.csv")
+    assert [r["model"] for r in rows] == [f"lenet-{k}" for k in reproduce.TABLE1]
+    for r in rows:
+        acc, jn = float(r["accuracy"]), float(r["jacobian_norm"])
+        assert 0.0 <= acc <= 1.0 and jn > 0
+        key = r["model"].removeprefix("lenet-")
+        assert float(r["paper_accuracy"]) == reproduce.PAPER_TABLE1[key][0]
+        assert float(r["paper_jacobian_norm"]) == reproduce.PAPER_TABLE1[key][1]
+        assert r["test_samples"] == "20"
+    md = (out / "table1.md").read_text()
+    assert md.count("\n| ") == len(rows) + 1  # header + one line per regularizer
+    assert "32.9" in md and "mnist-5k" in md
+
+
+def test_fig2_fig3_and_cells_tables(quick_run) -> None:
+    out, _, _ = quick_run
+    fig2 = _rows(out / "fig2.csv")
+    assert {r["estimator"] for r in fig2} == {label for _, label in reproduce.FIG2}
+    assert all(r["epoch"] == "1" for r in fig2)
+    fig3 = _rows(out / "fig3.csv")
+    assert {r["attack"] for r in fig3} == {"noise", "fgsm", "pgd"}
+    assert {r["model"] for r in fig3} == {f"lenet-{k}" for k, _ in reproduce.FIG3}
+    for attack in ("fgsm", "pgd"):
+        for key, _ in reproduce.FIG3:
+            acc = [float(r["accuracy"]) for r in fig3
+                   if r["attack"] == attack and r["model"] == f"lenet-{key}"]
+            assert acc == sorted(acc, reverse=True), (attack, key)  # never rises with the budget
+    cells = _rows(out / "cells.csv")
+    assert len(cells) == len([k for k in reproduce.SETTINGS if k not in ("jr-exact", "jr-nproj3")])
+    assert all(float(c["adversarial_radius_median"]) > 0 for c in cells)
+
+
+def test_cards_and_report(quick_run) -> None:
+    out, _, summary = quick_run
+    card = read_metadata(summary["models"]["jr"][0])
+    assert card["config"]["jr"] == 0.01 and card["command"].startswith("python -m jacreg train")
+    m = card["metrics"]
+    assert m["evaluation"]["samples"] == 20 and "pgd_accuracy_32_255" in m
+    assert m["cells"]["samples"] == 1
+    report = (out / "report.md").read_text()
+    assert "mnist-5k" in report and "## Table 1" in report and "fig3.png" in report
+    if not (out / "table2.md").is_file():  # offline: Table 2 is left out and the report says why
+        assert "Left out" in report and "usps" in report
+
+
+def test_zoo_mode_reuses_models_and_writes_readme(quick_run) -> None:
+    out, zoo, summary = quick_run
+    path = Path(summary["models"]["none"][0])
+    before = os.stat(path).st_mtime_ns
+    code = main(["reproduce", "--quick", "--zoo", "--out", str(out), "--zoo-dir", str(zoo), "--samples", "20",
+                 "--cell-samples", "1", "--device", "cpu"])
+    assert code == 0
+    assert os.stat(path).st_mtime_ns == before  # same config and evaluation: nothing retrained or re-saved
+    text = (zoo / "README.md").read_text()
+    for key in reproduce.ZOO:
+        assert f"lenet-{key}.safetensors" in text
+    assert "python -m jacreg train" in text
+
+
+def test_config_matching(tmp_path) -> None:
+    opts = reproduce.Options(quick=True, out=str(tmp_path))
+    config = reproduce.train_config(reproduce.SETTINGS["jr"], opts)
+    card = {"config": config.to_dict(), "history": [{"epoch": 1}]}
+    assert reproduce.config_matches(card, config)
+    assert not reproduce.config_matches({**card, "history": []}, config)
+    assert not reproduce.config_matches({**card, "config": {**config.to_dict(), "jr": 0.02}}, config)
+    assert reproduce.train_config(reproduce.SETTINGS["fgsm-at"], opts).adv_eps == pytest.approx(32 / 255)
