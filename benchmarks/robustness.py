@@ -39,7 +39,7 @@ def _fmt(acc: list[float]) -> str:
 
 def _foolbox_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float],
                  dev: torch.device) -> tuple[float, list[float]]:
-    fb = robustness._foolbox()
+    fb = robustness.foolbox()
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=dev)
     t0 = time.perf_counter()
     _, _, success = fb.attacks.LinfPGD()(fmodel, x, y, epsilons=eps)
@@ -89,7 +89,7 @@ def bench_pgd(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 
 def bench_cw(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float],
              batch_size: int, dev: torch.device) -> None:
-    fb = robustness._foolbox()
+    fb = robustness.foolbox()
     spec = robustness.get_attack("cw")
     print(f"\n== {name}: CW L2 curve ({dict(spec.defaults)}), {len(x)} samples, epsilons {eps}")
     res = robustness.curve(model, x, y, "cw", eps, batch_size=batch_size, device=dev)

@@ -15,25 +15,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .data import DatasetSpec, dataset_spec
 from .errors import ConfigError
-
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Per-architecture facts (timm-style): the input it expects by default and how to build it."""
+    """Per-architecture facts (timm-style): how to build it, and the dataset it was made for, whose
+    input shape, classes and normalisation are its defaults (constants live with the data)."""
 
     name: str
     description: str
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    dataset: str
     default_dropout: float
     builder: Callable[..., nn.Module]
+
+    @property
+    def defaults(self) -> DatasetSpec:
+        """The spec of the architecture's own dataset: default input shape, classes, mean and std."""
+        return dataset_spec(self.dataset)
 
 
 class Normalized(nn.Module):
@@ -164,12 +164,12 @@ def _resnet18(input_shape: tuple[int, int, int] = (3, 224, 224), num_classes: in
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "lenet": ArchSpec("lenet", "LeNet' (paper, MNIST): 2 tanh conv + 3 fc, 61,706 parameters",
-                      (1, 28, 28), 10, MNIST_MEAN, MNIST_STD, 0.0, LeNet),
+    "lenet": ArchSpec("lenet", "LeNet' (paper, MNIST): 2 tanh conv + 3 fc, 61,706 parameters", "mnist",
+                      0.0, LeNet),
     "ddnet": ArchSpec("ddnet", "DDNet (paper, CIFAR-10): 4 ReLU conv + 3 fc, 1,147,978 parameters",
-                      (3, 32, 32), 10, CIFAR_MEAN, CIFAR_STD, 0.5, DDNet),
-    "resnet18": ArchSpec("resnet18", "ResNet-18 (torchvision) for ImageNet-size inputs",
-                         (3, 224, 224), 1000, IMAGENET_MEAN, IMAGENET_STD, 0.0, _resnet18),
+                      "cifar10", 0.5, DDNet),
+    "resnet18": ArchSpec("resnet18", "ResNet-18 (torchvision) for ImageNet-size inputs", "imagenet", 0.0,
+                         _resnet18),
 }
 
 
@@ -199,17 +199,18 @@ def create(name: str, *, num_classes: int | None = None, input_shape: Sequence[i
         mean, std: per-channel normalisation (default: the architecture's dataset).
     """
     s = spec(name)
-    shape = tuple(int(v) for v in (input_shape or s.input_shape))
+    ds = s.defaults
+    shape = tuple(int(v) for v in (input_shape or ds.input_shape))
     if len(shape) != 3 or min(shape) <= 0:
         raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(shape)}")
     p = s.default_dropout if dropout is None else float(dropout)
     if not 0.0 <= p < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {p}")
-    k = s.num_classes if num_classes is None else int(num_classes)
+    k = ds.num_classes if num_classes is None else int(num_classes)
     if k < 2:
         raise ConfigError(f"num_classes must be at least 2, got {k}")
-    m = tuple(mean) if mean is not None else s.mean
-    sd = tuple(std) if std is not None else s.std
+    m = tuple(mean) if mean is not None else ds.mean
+    sd = tuple(std) if std is not None else ds.std
     if len(m) != shape[0]:
         if len(m) == 1:
             m, sd = m * shape[0], sd * shape[0]

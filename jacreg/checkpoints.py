@@ -118,12 +118,12 @@ def build_card(model: nn.Module, meta: Mapping[str, Any], name: str | None = Non
     inner = _unwrap(model)
     if card.get("input_shape") is None:
         card["input_shape"] = list(_dataset_defaults(str(card["dataset"])).get("input_shape")
-                                   or arch_spec.input_shape)
+                                   or arch_spec.defaults.input_shape)
     for key in NORMALIZATION_KEYS:
         if card.get(key) is None:
             buf = getattr(inner, key, None)
             card[key] = ([float(v) for v in buf.flatten().tolist()] if isinstance(buf, torch.Tensor)
-                         else list(getattr(arch_spec, key)))
+                         else list(getattr(arch_spec.defaults, key)))
     if card.get("dropout") is None:
         card["dropout"] = _first_dropout(inner)
     if name is not None and not card.get("name"):
@@ -469,7 +469,7 @@ def _resolve_card(card: Mapping[str, Any], arch: str | None, dataset: str | None
         raise CheckpointError(f"{where}: num_classes must be at least 2, got {meta['num_classes']}")
     for key in ("input_shape", "mean", "std"):
         if meta.get(key) is None:
-            meta[key] = defaults.get(key) or getattr(arch_spec, key)
+            meta[key] = defaults.get(key) or getattr(arch_spec.defaults, key)
         meta[key] = list(meta[key])
     if meta.get("dropout") is None:
         meta["dropout"] = arch_spec.default_dropout

@@ -41,8 +41,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .architectures import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD
 from .errors import ConfigError, DatasetUnavailable
+
+#: Per-channel normalisation of the datasets (a model stores its own as a buffer).
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 DEFAULT_DATASET = "mnist-5k"
 OFFLINE_DATASET = "mnist-5k"

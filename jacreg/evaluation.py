@@ -15,7 +15,33 @@ from .device import pick
 from .errors import ConfigError, ShapeError
 from .regularizer import jacobian_norms
 
-__all__ = ["evaluate", "evaluate_checkpoint"]
+__all__ = ["evaluate", "evaluate_checkpoint", "load_test_split"]
+
+
+def load_test_split(meta: dict[str, Any], *, dataset: str | None = None, limit: int | None = None,
+                  data_root: str | None = None) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The first ``limit`` test samples a model with card ``meta`` is evaluated on.
+
+    Args:
+        dataset: the dataset to use (default: the card's).
+
+    Returns:
+        ``(dataset name, x, y)``.
+
+    Raises:
+        ConfigError: no dataset given and none in the card.
+        ShapeError: the dataset's images do not have the model's input shape.
+        DatasetUnavailable: the data cannot be loaded here.
+    """
+    name = dataset or meta.get("dataset")
+    if not name:
+        raise ConfigError("the checkpoint names no dataset: pass --dataset")
+    x, y = load_dataset(str(name), split="test", limit=limit, data_root=data_root)
+    expected = tuple(meta.get("input_shape") or x.shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise ShapeError(f"{name} has images of shape {tuple(x.shape[1:])}, the model takes {expected}; "
+                         "pass the model's --dataset")
+    return str(name), x, y
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 250,
@@ -69,13 +95,7 @@ def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, samples
     if samples is not None and samples < 1:
         raise ConfigError("--samples must be at least 1")
     model, meta = load_checkpoint(path, device=str(pick(device)))
-    ds = dataset or meta.get("dataset")
-    if not ds:
-        raise ConfigError("the checkpoint names no dataset: pass --dataset")
-    x, y = load_dataset(ds, split="test", limit=samples, data_root=data_root)
-    if tuple(x.shape[1:]) != tuple(meta.get("input_shape", x.shape[1:])):
-        raise ShapeError(f"dataset {ds} has images of shape {tuple(x.shape[1:])}, the model expects "
-                         f"{tuple(meta['input_shape'])}")
+    ds, x, y = load_test_split(meta, dataset=dataset, limit=samples, data_root=data_root)
     if on_start is not None:
         on_start(len(x))
     result = evaluate(model, x, y, batch_size=batch_size, on_batch=on_batch)

@@ -23,9 +23,9 @@ from ..cells import (
     sample_plane,
 )
 from ..checkpoints import load_checkpoint
-from ..data import load_dataset
 from ..device import pick
 from ..errors import ConfigError, ShapeError
+from ..evaluation import load_test_split
 from ..figures.cells import cells_png
 from ..fileio import atomic_write_bytes
 from ..parsing import parse_indices, parse_through
@@ -127,20 +127,13 @@ def run(args: argparse.Namespace) -> int:
     explicit = parse_indices(args.through, "--through") if args.plane == "samples" and args.through else []
     dev = pick(args.device)
     models, metas, names = _load_models(args.checkpoints, dev)
-    dataset = args.dataset or metas[0].get("dataset")
-    if not dataset:
-        raise ConfigError("the checkpoint names no dataset: pass --dataset")
     need = max([args.sample + 2, args.stats - 1] + explicit) + 1
-    x, y = load_dataset(dataset, split="test", limit=need, data_root=args.data_root)
+    dataset, x, y = load_test_split(metas[0], dataset=args.dataset, limit=need, data_root=args.data_root)
     if args.sample >= x.shape[0]:
         raise ConfigError(f"sample {args.sample} does not exist: {dataset} has {x.shape[0]} test samples "
                           f"(indices 0..{x.shape[0] - 1})")
     if args.stats > x.shape[0]:
         raise ConfigError(f"--stats {args.stats}: {dataset} has only {x.shape[0]} test samples")
-    shape = tuple(metas[0].get("input_shape") or ())
-    if shape and tuple(x.shape[1:]) != shape:
-        raise ShapeError(f"{dataset} images have shape {tuple(x.shape[1:])} but the models take "
-                         f"{shape}; pass the models' --dataset")
     plane = _plane(args, x, y, models, dev)
     if plane.note:
         print(f"note: {plane.note}", file=sys.stderr)

@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from ..checkpoints import load_checkpoint
-from ..data import load_dataset
 from ..device import pick
 from ..errors import ConfigError
+from ..evaluation import load_test_split
 from ..figures.robustness import save_curves_png
 from ..fileio import atomic_write_text
 from ..parsing import parse_floats
@@ -78,10 +78,7 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param, spec)
     dev = pick(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=str(dev))
-    ds = args.dataset or meta.get("dataset")
-    if not ds:
-        raise ConfigError("the checkpoint names no dataset: pass --dataset")
-    x, y = load_dataset(ds, split="test", limit=args.samples, data_root=args.data_root)
+    ds, x, y = load_test_split(meta, dataset=args.dataset, limit=args.samples, data_root=args.data_root)
     if len(x) < args.samples:
         print(f"note: {ds} has only {len(x)} test samples", file=sys.stderr)
     checked, _ = check_epsilons(spec.default_epsilons if eps is None else eps, spec, tuple(x.shape[1:]))
