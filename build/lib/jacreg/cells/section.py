@@ -1,0 +1,208 @@
+"""Cross sections: class and top-softmax maps of several models on one plane, with their circles.
+
+Typical use::
+
+    from jacreg.cells import random_plane, cross_section
+    plane = random_plane(x0, seed=0)
+    cs = cross_section([plain, jr], plane, extent=1.0, resolution=201)
+    cs.labels[m, i, j]   # class at x0 + cs.coords[j] * u + cs.coords[i] * v (rows = v, cols = u)
+
+Points outside the [0, 1] box are evaluated as they are (no clipping): a cross section shows the
+model as a function on the whole plane, and clipping would fold the plane onto the faces of the box
+and distort distances.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..events import EventFn
+from ..fileio import atomic_write_bytes
+from .boundary import boundary_search
+from .evaluate import PlaneEvaluator, check_grid, check_model_input
+from .grid import full_map, refined_map
+from .metrics import cell_mask, cell_metrics
+from .plane import Plane
+
+__all__ = ["CrossSection", "cross_section"]
+
+
+@dataclass(eq=False)
+class CrossSection:
+    """Labels and confidences of M models on one R x R grid of a plane.
+
+    Attributes:
+        plane: the plane.
+        extent: half width of the square, in input-space L2 units.
+        coords: (R,) grid coordinates, ``linspace(-extent, extent, R)``, along both u and v.
+        labels: (M, R, R) int64; ``labels[m, i, j]`` is model m's class at
+            ``origin + coords[j] * u + coords[i] * v`` (rows = v, columns = u).
+        confidence: (M, R, R) float32 top softmax probability (interpolated where not evaluated).
+        boundary_distance: (M,) in-plane distance from the origin to the nearest point of another
+            class (to 0.5% relative precision, searched up to 4 * extent, inf if none).
+        boundary_angle: (M,) direction of that nearest point, radians from the u axis (nan if none).
+        origin_label: (M,) class each model predicts at the origin.
+        origin_confidence: (M,) top softmax there.
+        evaluations: (M,) model evaluations spent on the map (R*R for a full grid).
+        seconds: wall time of the whole computation.
+        refined: whether the map was boundary-refined.
+        num_classes: number of logits of the models (the largest, if they differ).
+    """
+
+    plane: Plane
+    extent: float
+    coords: np.ndarray
+    labels: np.ndarray
+    confidence: np.ndarray
+    boundary_distance: np.ndarray
+    boundary_angle: np.ndarray
+    origin_label: np.ndarray
+    origin_confidence: np.ndarray
+    evaluations: np.ndarray
+    seconds: float = 0.0
+    refined: bool = True
+    num_classes: int = 10
+
+    @property
+    def resolution(self) -> int:
+        return int(self.coords.size)
+
+    @property
+    def center_index(self) -> tuple[int, int]:
+        """Grid index (row, column) nearest to the origin."""
+        c = int(np.argmin(np.abs(self.coords)))
+        return c, c
+
+    def cell_mask(self, m: int) -> np.ndarray:
+        """(R, R) bool: the connected region of the origin's class that contains the origin."""
+        return cell_mask(self.labels[m], self.center_index)
+
+    def metrics(self, m: int) -> dict[str, float]:
+        """:func:`cell_metrics` of model m's map plus its boundary distance."""
+        out = cell_metrics(self.labels[m], self.center_index)
+        out["radius"] = float(self.boundary_distance[m])
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The NPZ contract: origin, u, v, coords, labels, confidence, boundary_distance."""
+        out = self.plane.arrays()
+        out.update(coords=self.coords.astype(np.float64), labels=self.labels.astype(np.int64),
+                   confidence=self.confidence.astype(np.float32),
+                   boundary_distance=self.boundary_distance.astype(np.float64))
+        return out
+
+    def npz_bytes(self) -> bytes:
+        """:meth:`arrays` plus boundary_angle, origin_label and extent, as a compressed NPZ file."""
+        arrays: dict[str, Any] = dict(self.arrays())
+        arrays.update(boundary_angle=self.boundary_angle.astype(np.float64),
+                      origin_label=self.origin_label.astype(np.int64),
+                      extent=np.float64(self.extent))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, allow_pickle=False, **arrays)
+        return buf.getvalue()
+
+    def save_npz(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`npz_bytes` to ``path`` atomically."""
+        atomic_write_bytes(path, self.npz_bytes())
+
+
+def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent: float = 1.0,
+                  resolution: int = 201, *, device: str | torch.device | None = None,
+                  batch_size: int | None = None, refine: bool = True, coarse_step: int | None = None,
+                  boundary: bool = True, n_directions: int = 180,
+                  on_event: EventFn | None = None) -> CrossSection:
+    """Class and top-softmax maps of one or more models on a square grid of a plane.
+
+    The grid is ``coords = linspace(-extent, extent, resolution)`` along ``u`` (columns) and ``v``
+    (rows). Points outside [0, 1] are evaluated as they are (no clipping). With ``refine=True``
+    (the default) only a coarse grid and the blocks whose corners disagree are evaluated,
+    recursively (see ``refined_map``); labels agree with a full evaluation on all but a few
+    pixels (thin slivers smaller than the coarse spacing can be missed) at a small fraction of the
+    cost. The top softmax is bilinearly interpolated inside blocks of one class.
+
+    Args:
+        models: one model or a sequence; each takes [0, 1] images of the plane's shape.
+        plane: from :func:`random_plane`, :func:`adversarial_plane` or :func:`sample_plane`.
+        extent: half width of the square in input-space L2 units (> 0).
+        resolution: points per side, 11..1001.
+        device: where to evaluate (default: each model's own device).
+        batch_size: points per forward pass (default: sized from the device's memory).
+        refine: boundary refinement (False: evaluate every point).
+        coarse_step: spacing of the coarse grid in pixels (default: :func:`default_coarse_step`).
+        boundary: also compute :func:`boundary_distance` (else inf, nan).
+        n_directions: rays of the boundary search.
+        on_event: progress callback, called with
+            ``{"event": "progress", "stage": "map"|"boundary", "model": m, "models": M, "fraction": f}``.
+
+    Raises:
+        ConfigError: extent/resolution out of range, or no model.
+        ShapeError: a model cannot take the plane's inputs, or returns no (batch, classes) logits.
+    """
+    check_grid(extent, resolution)
+    model_list = [models] if isinstance(models, nn.Module) else list(models)
+    if not model_list:
+        raise ConfigError("give at least one model")
+    t0 = time.perf_counter()
+    extent, resolution = float(extent), int(resolution)
+    coords = np.linspace(-extent, extent, resolution)
+    nm = len(model_list)
+    evs = [PlaneEvaluator(m, plane, device, batch_size) for m in model_list]
+    origin = [check_model_input(m, ev, k) for k, (m, ev) in enumerate(zip(model_list, evs, strict=True))]
+    labels = np.empty((nm, resolution, resolution), dtype=np.int64)
+    conf = np.empty((nm, resolution, resolution), dtype=np.float32)
+    dist = np.full(nm, math.inf)
+    angle = np.full(nm, math.nan)
+    evals = np.zeros(nm, dtype=np.int64)
+
+    def emit(stage: str, m: int, fraction: float) -> None:
+        if on_event is not None:
+            on_event({"event": "progress", "stage": stage, "model": m, "models": nm,
+                      "fraction": float(fraction)})
+
+    for m, ev in enumerate(evs):
+        emit("map", m, 0.0)
+        start = ev.count
+
+        def prog(f: float, m: int = m) -> None:
+            emit("map", m, f)
+
+        if refine:
+            labels[m], conf[m] = refined_map(ev, coords, coarse_step, prog)
+        else:
+            labels[m], conf[m] = full_map(ev, coords, prog)
+        evals[m] = ev.count - start
+        if boundary:
+            emit("boundary", m, 0.0)
+            y0 = origin[m][0]
+            start_radius = _inside_radius(labels[m], coords, y0)
+            dist[m], angle[m] = boundary_search(ev, y0, extent, n_directions=n_directions,
+                                                 start_radius=start_radius)
+            emit("boundary", m, 1.0)
+    return CrossSection(plane=plane, extent=extent, coords=coords, labels=labels, confidence=conf,
+                        boundary_distance=dist, boundary_angle=angle,
+                        origin_label=np.array([o[0] for o in origin], dtype=np.int64),
+                        origin_confidence=np.array([o[1] for o in origin], dtype=np.float32),
+                        evaluations=evals, seconds=time.perf_counter() - t0, refined=refine,
+                        num_classes=max(ev.num_classes for ev in evs))
+
+
+def _inside_radius(labels: np.ndarray, coords: np.ndarray, y0: int) -> float:
+    """A radius the map shows to be inside the origin's class: two pixels short of the nearest
+    pixel of another class (or of the map's inscribed disc). Used to start the boundary search."""
+    pixel = float(coords[1] - coords[0])
+    bb, aa = np.meshgrid(coords, coords, indexing="ij")
+    rr = np.hypot(aa, bb)
+    other = labels != y0
+    nearest = float(rr[other].min()) if other.any() else float(coords[-1])
+    return max(0.0, nearest - 2 * pixel)

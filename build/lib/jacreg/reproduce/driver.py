@@ -1,0 +1,146 @@
+"""``python -m jacreg reproduce``: train (or reuse) and evaluate the models, then write the outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoints import load_checkpoint
+from ..data import dataset_spec, load_dataset
+from ..device import pick
+from ..errors import ConfigError, DatasetUnavailable
+from ..events import EventFn, sink
+from ..fileio import atomic_write_text
+from .report import (
+    fig3_summary,
+    write_cells_figures,
+    write_cells_table,
+    write_fig2,
+    write_fig3,
+    write_report,
+    write_table1,
+    write_table2,
+    zoo_readme,
+)
+from .settings import FIG1, FIG2, SETTINGS, TABLE2, ZOO, Options, quick_spec, train_config, zoo_dir
+from .zoo import analyse, clean_only, ensure_model
+
+__all__ = ["resolve_options", "run"]
+
+Results = dict[str, list[dict[str, Any]]]
+
+
+def resolve_options(opts: Options) -> Options:
+    """Check the options and fill in what they imply (``--quick``'s small evaluation, ``--samples``).
+
+    Raises:
+        ConfigError: a count below 1, or a dataset the reproduction does not train on.
+    """
+    if opts.seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    if opts.epochs is not None and opts.epochs < 1:
+        raise ConfigError("--epochs must be at least 1")
+    if opts.dataset == "usps":
+        opts = replace(opts, dataset="mnist-5k", transfer="usps")
+    if opts.dataset not in ("mnist-5k", "mnist"):
+        raise ConfigError(f"reproduce trains LeNet' on mnist-5k or mnist (or --dataset usps for Table 2), "
+                          f"got {opts.dataset!r}")
+    dataset_spec(opts.dataset)
+    if opts.quick:
+        opts = replace(opts, eval=quick_spec(), figure_resolution=min(opts.figure_resolution, 21))
+    spec = opts.eval
+    for name, value in (("--samples", opts.samples), ("--cell-samples", opts.cell_samples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if opts.samples is not None:
+        spec = replace(spec, samples=opts.samples)
+    if opts.cell_samples is not None:
+        spec = replace(spec, cell_samples=opts.cell_samples)
+    pick(opts.device)
+    return replace(opts, eval=spec)
+
+
+def _train_and_analyse(wanted: list[str], opts: Options, x: torch.Tensor, y: torch.Tensor,
+                       transfer_only: bool, emit: EventFn) -> tuple[Results, int]:
+    """Every setting x seed: train or reuse, then evaluate; returns the results and how many trained."""
+    results: Results = {}
+    total = len(wanted) * opts.seeds
+    done = trained_now = 0
+    for key in wanted:
+        for seed in range(opts.seeds):
+            config = train_config(SETTINGS[key], opts, seed)
+            emit({"event": "model", "key": key, "seed": seed, "index": done, "total": total,
+                  "path": config.out})
+            path, trained = ensure_model(config, retrain=opts.retrain, on_event=emit)
+            trained_now += int(trained)
+            full = not transfer_only and key not in ("jr-exact", "jr-nproj3")
+            res = (analyse(path, x, y, opts.eval, opts, cells=full and seed == 0, robustness=full,
+                           on_event=emit) if full else clean_only(path, x, y, opts))
+            results.setdefault(key, []).append(res)
+            done += 1
+    return results, trained_now
+
+
+def _write_reproduction(results: Results, opts: Options, x: torch.Tensor, y: torch.Tensor,
+                        emit: EventFn) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Table 1, Fig. 2, Fig. 3, the cell statistics and the cross-section figures."""
+    out = Path(opts.out)
+    emit({"event": "stage", "stage": "tables"})
+    table1 = write_table1(results, out, opts.dataset)
+    histories = {k: [r["card"].get("history") or [] for r in results[k]] for k, _ in FIG2 if k in results}
+    write_fig2(histories, opts.resolved_epochs(), out)
+    write_fig3(results, out)
+    write_cells_table(results, out)
+    emit({"event": "stage", "stage": "cross sections"})
+    dev = str(pick(opts.device))
+    models = {k: load_checkpoint(Path(results[k][0]["path"]), device=dev)[0] for k, _ in FIG1}
+    plane_models = (models["none"], load_checkpoint(Path(results["jr-fgsm-at"][0]["path"]), device=dev)[0])
+    parts = {"figure_cells": write_cells_figures(models, plane_models, x, y, opts, out, emit),
+             "fig3_summary": fig3_summary(results)}
+    return table1, parts
+
+
+def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> dict[str, Any]:
+    """Train (or reuse) and evaluate the models; write the zoo README (``--zoo``) or the reproduction.
+
+    Returns a dict with the output paths and the main numbers.
+    """
+    t0 = time.perf_counter()
+    emit = sink(on_event)
+    transfer_only = opts.dataset == "usps"
+    opts = resolve_options(opts)
+    wanted = TABLE2 if transfer_only else ZOO if opts.zoo else list(SETTINGS)
+    if transfer_only:
+        load_dataset("usps", "test", limit=1, data_root=opts.data_root)  # DatasetUnavailable: exit 2
+    x, y = load_dataset(opts.dataset, "test", limit=opts.eval.samples, data_root=opts.data_root)
+    results, trained_now = _train_and_analyse(wanted, opts, x, y, transfer_only, emit)
+    models = {k: [r["path"] for r in v] for k, v in results.items()}
+    if opts.zoo:
+        readme = zoo_dir(opts) / "README.md"
+        atomic_write_text(readme, zoo_readme(results, opts, time.perf_counter() - t0, trained_now))
+        emit({"event": "done", "path": str(readme), "seconds": time.perf_counter() - t0})
+        return {"readme": str(readme), "models": models, "seconds": time.perf_counter() - t0}
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts: dict[str, Any] = {"command": command or "python -m jacreg reproduce", "trained": trained_now,
+                             "total": len(wanted) * opts.seeds}
+    transfer_rows, transfer_note = None, ""
+    if opts.transfer and opts.transfer != "none":
+        emit({"event": "stage", "stage": "table2"})
+        transfer_rows, transfer_note = write_table2(results, opts.transfer, opts, out, emit)
+        if transfer_rows is None and transfer_only:
+            raise DatasetUnavailable(transfer_note)
+    table1: list[list[Any]] = []
+    if not transfer_only:
+        table1, figure_parts = _write_reproduction(results, opts, x, y, emit)
+        parts.update(figure_parts)
+    parts["table2_note"] = transfer_note
+    parts["seconds"] = time.perf_counter() - t0
+    write_report(out, opts, parts)
+    emit({"event": "done", "path": str(out / "report.md"), "seconds": parts["seconds"]})
+    return {"out": str(out), "table1": table1, "table2": transfer_rows, "table2_note": transfer_note,
+            "models": models, "seconds": parts["seconds"]}
