@@ -5,6 +5,7 @@ Only widgets and caching live here; every computation is in :mod:`jacreg`.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,9 +144,20 @@ def sidebar() -> None:
         st.caption(f"Running on {describe(pick(st.session_state[DEVICE]))}")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")
+
+
+def md(text: object) -> str:
+    """User text (a model, run or file name, a message quoting one) made inert for Markdown: every
+    character Markdown, Streamlit's directives or LaTeX would interpret is escaped, so a name like
+    ``![x](http://host/p.png)`` is shown as typed and makes no browser fetch anything."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 def show_error(exc: BaseException) -> None:
-    """Show a user error as st.error (a JacregError's message; others with their type)."""
+    """Show a user error as one st.error line (a JacregError's message; others with their type),
+    as text: messages quote file names and values users control."""
     if isinstance(exc, JacregError):
-        st.error(str(exc))
+        st.error(md(exc))
     else:
-        st.error(f"{type(exc).__name__}: {exc}")
+        st.error(md(f"{type(exc).__name__}: {exc}"))

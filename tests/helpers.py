@@ -4,6 +4,7 @@ classifiers whose decision regions in a plane are exact polygons."""
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -88,3 +89,8 @@ def curve_result(attack, eps, acc, raw=None, n=200, model=None):
     spec = get_attack(attack)
     return {"attack": attack, "norm": spec.norm, "epsilons": eps, "accuracy": acc, "raw_accuracy": raw,
             "samples": n, "num_classes": 10, "model": model, "seconds": 1.0}
+
+
+def text(element: object) -> str:
+    """What a page element shows: its Markdown source with the escapes of user text removed."""
+    return re.sub(r"\\(.)", r"\1", str(getattr(element, "value", element)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from jacreg.catalog import ModelEntry
 from jacreg.errors import ConfigError, JacregError
 from jacreg.figures import cells as plots
 from jacreg.figures.style import class_label
-from jacreg.parsing import parse_through
+from jacreg.parsing import MAX_SEED, parse_through
 
 K = "cells_"                     # widget and session key prefix
 PLANES = {"random": "Random (seeded)", "adversarial": "Adversarial (FGSM directions)",
@@ -29,11 +30,37 @@ PLANES = {"random": "Random (seeded)", "adversarial": "Adversarial (FGSM directi
 RANDOM_DIRECTION = "(random direction)"
 GALLERY = 24                     # thumbnails in the sample gallery
 TEST_LIMIT = 2000                # test samples loaded for the picker
-# URL query parameter -> (session key, parser)
-URL_STATE: dict[str, tuple[str, Any]] = {
-    "sample": (K + "sample", int), "plane": (K + "plane", str), "seed": (K + "seed", int),
-    "extent": (K + "extent", float), "res": (K + "res", int), "a": (K + "a", str), "b": (K + "b", str),
-    "through": (K + "through", str),
+MAX_SAMPLE = 1_000_000
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not lo <= value <= hi:
+            raise ValueError(text)
+        return value
+    return parse
+
+
+def _extent(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= cells.MAX_EXTENT:  # also refuses nan and inf
+        raise ValueError(text)
+    return value
+
+
+def _text(text: str) -> str:
+    if len(text) > 200 or not text.isprintable():
+        raise ValueError(text[:40])
+    return text
+
+
+# URL query parameter -> (session key, parser); a value out of range is ignored with a warning
+URL_STATE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "sample": (K + "sample", _int_in(0, MAX_SAMPLE)), "plane": (K + "plane", _text),
+    "seed": (K + "seed", _int_in(0, MAX_SEED)), "extent": (K + "extent", _extent),
+    "res": (K + "res", _int_in(cells.MIN_RESOLUTION, cells.MAX_RESOLUTION)), "a": (K + "a", _text),
+    "b": (K + "b", _text), "through": (K + "through", _text),
 }
 DEFAULTS: dict[str, Any] = {K + "sample": 0, K + "plane": "random", K + "seed": 0, K + "extent": 5.0,
                             K + "res": 101, K + "through": ""}
@@ -66,8 +93,8 @@ def _read_url() -> None:
         if name in st.query_params:
             try:
                 st.session_state[key] = parse(st.query_params[name])
-            except ValueError:
-                bad.append(f"{name}={st.query_params[name]!r}")
+            except (ValueError, OverflowError):
+                bad.append(f"{name}={str(st.query_params[name])[:40]!r}")
     if st.session_state.get(K + "plane") not in PLANES:
         if K + "plane" in st.session_state:
             bad.append(f"plane={st.session_state[K + 'plane']!r}")
@@ -191,7 +218,7 @@ def main() -> None:
                "2019, Fig. 1, S1, S2.)")
     _restore()
     for bad in st.session_state.pop(K + "url_bad", []):
-        st.warning(f"Ignored a bad link parameter: {bad}")
+        st.warning(f"Ignored a bad link parameter: {common.md(bad)}")
 
     entries = common.selected_entries()
     if not entries:
@@ -209,8 +236,8 @@ def main() -> None:
         names = [e.label for e in entries]
     shapes = {tuple(m.get("input_shape") or ()) for m in metas} - {()}
     if len(shapes) > 1:
-        listing = ", ".join(f"{nm} {tuple(m.get('input_shape') or ())}"
-                            for nm, m in zip(names, metas, strict=True))
+        listing = common.md(", ".join(f"{nm} {tuple(m.get('input_shape') or ())}"
+                                      for nm, m in zip(names, metas, strict=True)))
         st.error(f"These models take different input shapes ({listing}): one plane cannot go through "
                  "all of them. Pick models trained on one dataset.")
         return
@@ -221,8 +248,9 @@ def main() -> None:
         common.show_error(exc)
         return
     if shapes and spec.input_shape != next(iter(shapes)):
-        st.error(f"The models take {next(iter(shapes))} images but {dataset} has {spec.input_shape}; "
-                 f"pick {metas[0].get('dataset', 'their dataset')} in the sidebar.")
+        theirs = metas[0].get("dataset", "their dataset")
+        st.error(common.md(f"The models take {next(iter(shapes))} images but {dataset} has "
+                           f"{spec.input_shape}; pick {theirs} in the sidebar."))
         return
     try:
         x, y = _test_data(dataset)
@@ -237,10 +265,16 @@ def main() -> None:
     left, right = st.columns([1, 2], gap="large")
     with left:
         st.subheader("Sample")
-        st.number_input(f"Test sample index (0..{n - 1})", step=1, format="%d", key=K + "sample")
+        if not 0 <= int(st.session_state[K + "sample"]) < n:
+            st.warning(f"Sample {int(st.session_state[K + 'sample'])} does not exist: {dataset} test samples "
+                       f"run from 0 to {n - 1}; showing sample 0.")
+            st.session_state[K + "sample"] = 0
+        st.number_input(f"Test sample index (0..{n - 1})", min_value=0, max_value=n - 1, step=1, format="%d",
+                        key=K + "sample")
         sample = int(st.session_state[K + "sample"])
         if not 0 <= sample < n:
-            st.error(f"Sample {sample} does not exist: {dataset} test samples run from 0 to {n - 1}.")
+            st.error(common.md(f"Sample {sample} does not exist: {dataset} test samples run from 0 to "
+                               f"{n - 1}."))
             return
         labels, conf = _predictions(stamps, dataset, min(n, max(GALLERY, sample + 1)),
                                     list(models.values()), x)
@@ -269,7 +303,7 @@ def main() -> None:
         c1, c2, c3 = st.columns(3)
         through: tuple[int, int] = (0, 0)
         if plane_kind == "random":
-            c1.number_input("Seed", step=1, format="%d", key=K + "seed")
+            c1.number_input("Seed", min_value=0, max_value=MAX_SEED, step=1, format="%d", key=K + "seed")
         elif plane_kind == "adversarial":
             if st.session_state.get(K + "a") not in keys:
                 st.session_state[K + "a"] = keys[0]
@@ -279,7 +313,8 @@ def main() -> None:
             c1.selectbox("u: FGSM direction of", keys, format_func=label_of.get, key=K + "a")
             c2.selectbox("v: FGSM direction of", b_opts, format_func=lambda k: label_of.get(k, k),
                          key=K + "b")
-            c3.number_input("Seed (random completion)", step=1, format="%d", key=K + "seed")
+            c3.number_input("Seed (random completion)", min_value=0, max_value=MAX_SEED, step=1, format="%d",
+                            key=K + "seed")
         else:
             c1.text_input("Other two samples (J,K)", key=K + "through",
                           placeholder=f"{(sample + 1) % n},{(sample + 2) % n}",
@@ -290,11 +325,13 @@ def main() -> None:
                 common.show_error(exc)
                 return
         c4, c5 = st.columns(2)
-        c4.number_input("Extent: half width (L2 units)", step=0.5, format="%.3f", key=K + "extent",
+        c4.number_input("Extent: half width (L2 units)", min_value=1e-3, max_value=cells.MAX_EXTENT, step=0.5,
+                        format="%.3f", key=K + "extent",
                         help="Random planes: 5-20 shows an MNIST cell; adversarial planes: 1-3. "
                              "A whole MNIST digit has an L2 norm of about 9.")
         c5.number_input(f"Resolution: points per side ({cells.MIN_RESOLUTION}-{cells.MAX_RESOLUTION})",
-                        step=10, format="%d", key=K + "res")
+                        min_value=cells.MIN_RESOLUTION, max_value=cells.MAX_RESOLUTION, step=10, format="%d",
+                        key=K + "res")
     extent, res = float(st.session_state[K + "extent"]), int(st.session_state[K + "res"])
     _save()
     _write_url(entries, dataset)
@@ -315,7 +352,7 @@ def main() -> None:
         common.show_error(exc)
         return
     if cs.plane.note:
-        st.info(f"Plane: {cs.plane.note}")
+        st.info(f"Plane: {common.md(cs.plane.note)}")
     far = [mk for mk in cs.plane.marks if max(abs(mk[1]), abs(mk[2])) > extent]
     if far:
         st.caption("Outside the window: " + ", ".join(f"{mk[0]} at (u, v) = ({mk[1]:.2f}, {mk[2]:.2f})"
@@ -405,8 +442,11 @@ def _statistics_section(stamps: tuple[str, ...], names: list[str], dataset: str,
                    "by the models) and on each model's own adversarial plane (its FGSM direction and a "
                    "random one). Uses the extent above.")
         c1, c2, c3 = st.columns(3)
-        count = int(c1.number_input("Samples", value=5, step=1, format="%d", key=K + "stats_n"))
-        sres = int(c2.number_input("Resolution", value=31, step=10, format="%d", key=K + "stats_res"))
+        count = int(c1.number_input("Samples", min_value=1, max_value=n, value=min(5, n), step=1, format="%d",
+                                    key=K + "stats_n"))
+        sres = int(c2.number_input("Resolution", min_value=cells.MIN_RESOLUTION,
+                                   max_value=cells.MAX_RESOLUTION, value=31, step=10, format="%d",
+                                   key=K + "stats_res"))
         go = c3.button("Compute statistics", key=K + "stats_go")
         if not 1 <= count <= n:
             st.error(f"Samples: pick 1 to {n}.")

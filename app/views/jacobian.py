@@ -50,7 +50,7 @@ def _analyse(entry: ModelEntry, dataset: str, samples: int, repeats: int, per_sa
 def _show(res: dict[str, Any]) -> None:
     stats: jacobian_stats.NormStats = res["stats"]
     spread: jacobian_stats.ProjectionSpread = res["spread"]
-    st.subheader(f"{res['name']} on {res['samples']} {res['dataset']} test samples")
+    st.subheader(common.md(f"{res['name']} on {res['samples']} {res['dataset']} test samples"))
     c = st.columns(3)
     c[0].metric("Mean ‖J‖_F", f"{stats.mean:.4g}")
     c[1].metric("Median ‖J‖_F", f"{float(sorted(stats.norms)[len(stats.norms) // 2]):.4g}")

@@ -83,22 +83,22 @@ def _delete_run(e: ModelEntry) -> None:
     common.list_models_cached.clear()
     common.select([k for k in st.session_state.get(common.SELECTED, []) if k != e.key])
     st.session_state[COMPARE] = [k for k in st.session_state.get(COMPARE, []) if k != e.key]
-    st.toast(f"Deleted {e.name}")
+    st.toast(f"Deleted {common.md(e.name)}")
 
 
 def _delete(e: ModelEntry) -> None:
     if e.source != "run" or e.path is None:
         return
     with st.popover("Delete run", icon=":material/delete:"):
-        st.write(f"Delete **{e.name}** and its folder `{e.path.parent}` (checkpoint, events, logs)? "
-                 "This cannot be undone.")
+        st.write(f"Delete **{common.md(e.name)}** and its folder {common.md(e.path.parent)} (checkpoint, "
+                 "events, logs)? This cannot be undone.")
         st.button("Delete for good", key=f"del_{e.key}", type="primary", on_click=_delete_run, args=(e,))
 
 
 def _card(e: ModelEntry) -> None:
     meta, m, cfg = e.meta, _metrics(e), _config(e)
-    st.markdown(f"#### {e.name}")
-    st.caption(f"{e.source} · `{e.path if e.path is not None else 'uploaded this session'}`")
+    st.markdown(f"#### {common.md(e.name)}")
+    st.caption(f"{e.source} · {common.md(e.path) if e.path is not None else 'uploaded this session'}")
     if not meta:
         st.warning("This checkpoint has no model card (metadata); only its weights are known.")
     cols = st.columns(3)
@@ -152,7 +152,7 @@ st.markdown(
 )
 
 if st.session_state.get(DELETE_ERROR):
-    st.error(st.session_state.pop(DELETE_ERROR))
+    st.error(common.md(st.session_state.pop(DELETE_ERROR)))
 all_entries = common.entries()
 if not all_entries:
     st.info("No models yet: train one on the Train page, or use the zoo "

@@ -55,7 +55,7 @@ def _uploads_section() -> list[ModelEntry]:
             out.append(common.add_upload(f.name, f.getvalue(), None if arch == FROM_FILE else arch,
                                          None if ds == FROM_FILE else ds))
         except JacregError as exc:
-            st.error(f"**{f.name}** was not loaded: {exc}", icon=":material/block:")
+            st.error(f"**{common.md(f.name)}** was not loaded: {common.md(exc)}", icon=":material/block:")
     return out
 
 
@@ -64,7 +64,7 @@ def _grid(label: str, default: str, key: str) -> list[float] | None:
     try:
         return parse_floats(text, label)
     except JacregError as exc:
-        st.error(str(exc))
+        common.show_error(exc)
         return None
 
 
@@ -75,19 +75,19 @@ def _start(models: list[ModelEntry], attacks: list[str], grids: dict[str, list[f
     try:
         x, y = _test_data(ds, samples)
     except JacregError as exc:
-        st.error(f"Test data {ds!r}: {exc}")
+        st.error(common.md(f"Test data {ds!r}: {exc}"))
         return
     tasks: list[robustness.CurveTask] = []
     for e in models:
         try:
             model, meta = common.load_entry(e)
         except JacregError as exc:
-            st.error(f"{e.label}: {exc}")
+            st.error(common.md(f"{e.label}: {exc}"))
             continue
         shape = tuple(meta.get("input_shape") or x.shape[1:])
         if tuple(x.shape[1:]) != shape:
-            st.warning(f"{e.label} expects images of shape {shape}, but {ds} has {tuple(x.shape[1:])}: "
-                       "skipped. Pick its dataset in the sidebar.")
+            st.warning(f"{common.md(e.label)} expects images of shape {shape}, but {ds} has "
+                       f"{tuple(x.shape[1:])}: skipped. Pick its dataset in the sidebar.")
             continue
         for a in attacks:
             tasks.append(robustness.CurveTask(e.label, model, x, y, a, grids[robustness.grid_key(a)]))
@@ -141,13 +141,14 @@ def _sanity(results: list[dict[str, Any]], probes: list[dict[str, Any]]) -> None
         st.badge(f"Sanity: {len(warnings)} warning{'s' if len(warnings) > 1 else ''}",
                  icon=":material/warning:", color="orange")
         for w in warnings:
-            st.warning(w)
+            st.warning(common.md(w))
     elif probes:
         st.badge("Sanity: no sign of gradient masking", icon=":material/check:", color="green")
     else:
         st.badge("Sanity: not checked (tick the gradient-masking check)", color="gray")
     for p in probes:
-        st.caption(f"Gradient-masking check, {p['model']}: PGD with an unbounded budget (epsilon 1, "
+        st.caption(f"Gradient-masking check, {common.md(p['model'])}: PGD with an unbounded budget "
+                   "(epsilon 1, "
                    f"{p['params'].get('steps')} steps, no random start) leaves {p['accuracy'][0]:.1%} "
                    f"accuracy (chance {p['chance']:.0%}) on {p['samples']} samples.")
 
@@ -174,7 +175,7 @@ def _live() -> None:
         results = [r for r in results if (r["model"], r["attack"]) not in done_keys] + live
         partial = snap["partial"] if snap["partial"] and not snap["partial"].get("probe") else None
     for err in st.session_state.get(ERRORS, []) + (snap["errors"] if running and snap else []):
-        st.error(err)
+        st.error(common.md(err))
     groups = robustness_figures.group_by_attack(results)
     if partial and partial["attack"] not in groups:
         groups[partial["attack"]] = []
@@ -228,15 +229,15 @@ with left:
     selected = common.selected_entries()
     models = selected + [u for u in uploaded if u.key not in {e.key for e in selected}]
     if models:
-        st.markdown("Attacking: " + ", ".join(f"**{e.label}**" for e in models))
+        st.markdown("Attacking: " + ", ".join(f"**{common.md(e.label)}**" for e in models))
     else:
         st.info("Select models in the sidebar or upload a checkpoint.")
     ds_name = st.session_state.get(common.DATASET, "mnist-5k")
     for e in models:
         card_ds = e.meta.get("dataset") if isinstance(e.meta, dict) else None
         if card_ds and card_ds != ds_name:
-            st.caption(f"{e.label} was trained on {card_ds}; the test samples come from {ds_name} "
-                       "(sidebar).")
+            st.caption(f"{common.md(e.label)} was trained on {common.md(card_ds)}; the test samples come "
+                       f"from {ds_name} (sidebar).")
 with right:
     st.subheader("Attacks")
     attacks = st.multiselect("Attacks", robustness.names(), default=DEFAULT_ATTACKS, key=K + "attacks",
@@ -268,7 +269,7 @@ if grid_ok and attacks:
             _, n = robustness.check_epsilons(grid or [], spec, data.dataset_spec(ds_name).input_shape)
             notes += [f"{spec.title}: {x}" for x in n]
         except JacregError as exc:
-            st.error(f"{spec.title}: {exc}")
+            st.error(common.md(f"{spec.title}: {exc}"))
             grid_ok = False
 for note in dict.fromkeys(notes):
     st.caption(note)

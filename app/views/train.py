@@ -128,7 +128,7 @@ def _form() -> None:
             common.show_error(exc)
         else:
             st.session_state[WATCH] = job.id
-            st.toast(f"Started {job.name}")
+            st.toast(f"Started {common.md(job.name)}")
     try:
         cmd = TrainConfig(**{k: v for k, v in _config_from_form().items() if v is not None}).command()
     except (TypeError, JacregError):
@@ -181,7 +181,7 @@ def _job_panel(job_id: str, was_active: bool) -> None:
     badge = {"running": ":blue-badge[running]", "queued": ":gray-badge[queued]",
              "finished": ":green-badge[finished]", "failed": ":red-badge[failed]",
              "stopped": ":orange-badge[stopped]"}.get(state, state)
-    st.markdown(f"#### {job.name} {badge}" + (" :orange-badge[stopping...]" if stopping else ""))
+    st.markdown(f"#### {common.md(job.name)} {badge}" + (" :orange-badge[stopping...]" if stopping else ""))
     st.caption(f"{cfg.get('arch')} on {cfg.get('dataset')} · regularizers: {jobs.regularizer_label(cfg)} · "
                f"device {cfg.get('device')} · run folder `{job.dir}`")
     if active:
@@ -195,7 +195,8 @@ def _job_panel(job_id: str, was_active: bool) -> None:
             msg += f": test accuracy {last['test_accuracy']:.2%}, mean ‖J‖_F {last['jacobian_norm_mean']:.3g}"
         st.success(msg)
     elif state == "failed":
-        st.error(f"The run failed: {status.get('message') or job.error_message(status) or 'unknown reason'}")
+        reason = status.get("message") or job.error_message(status) or "unknown reason"
+        st.error("The run failed: " + common.md(reason))
         tail = job.log_tail(15)
         if tail:
             with st.expander("Log"):

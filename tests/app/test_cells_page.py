@@ -136,12 +136,39 @@ def test_samples_plane_and_statistics(zoo):
     assert sorted(stats["planes"]) == ["adversarial", "random"] and set(stats["samples"]) == {2}
 
 
-@pytest.mark.parametrize("params, message", [
+@pytest.mark.parametrize("params, bad", [
     ({"extent": "-1"}, "extent"),
     ({"extent": "0"}, "extent"),
-    ({"res": "5"}, "resolution"),
-    ({"res": "1500"}, "resolution"),
+    ({"extent": "1e308"}, "extent"),
+    ({"extent": "nan"}, "extent"),
+    ({"res": "5"}, "res"),
+    ({"res": "1500"}, "res"),
+    ({"seed": "99999999999999999999999"}, "seed"),
+    ({"seed": "-3"}, "seed"),
+    ({"sample": "-1"}, "sample"),
+    ({"plane": "![x](http://host/p.png)"}, "plane"),
+])
+def test_bad_link_values_are_ignored_with_a_warning(zoo, params, bad):
+    """A shared link with a value out of range: a warning names it, the page draws with the default."""
+    params.setdefault("models", "zoo:lenet-a")
+    at = _page(**params)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(bad in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.get("plotly_chart")
+
+
+@pytest.mark.parametrize("params, message", [
     ({"sample": "5000"}, "does not exist"),
+])
+def test_a_sample_beyond_the_test_set_falls_back_to_the_first(zoo, params, message):
+    params.setdefault("models", "zoo:lenet-a")
+    at = _page(**params)
+    assert not at.exception and not at.error
+    assert any(message in w.value for w in at.warning)
+    assert at.number_input(key="cells_sample").value == 0
+
+
+@pytest.mark.parametrize("params, message", [
     ({"plane": "samples", "through": "3,3"}, "degenerate"),
     ({"plane": "samples", "through": "1,x"}, "two indices"),
     ({"models": "zoo:lenet-a,zoo:zz-cifar"}, "different input shapes"),

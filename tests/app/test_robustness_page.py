@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from jacreg.checkpoints import save_checkpoint
-from tests.helpers import quick_lenet
+from tests.helpers import quick_lenet, text
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGE = "views/robustness.py"
@@ -82,7 +82,7 @@ class _Payload:
 def test_page_renders_with_the_zoo(zoo):
     at = _page()
     assert at.title[0].value == "Robustness"
-    assert any("lenet-zoo" in m.value for m in at.markdown)
+    assert any("lenet-zoo" in text(m) for m in at.markdown)
     assert not at.error
     assert not _button(at, "Run").disabled and _button(at, "Stop").disabled
 
@@ -95,7 +95,7 @@ def test_good_upload_and_a_tiny_run(zoo, nets, tmp_path):
     at.file_uploader(key="rob_upload").set_value(("mine.safetensors", blob.read_bytes(),
                                                   "application/octet-stream")).run()
     assert not at.exception and not at.error
-    attacking = next(m.value for m in at.markdown if m.value.startswith("Attacking:"))
+    attacking = next(text(m) for m in at.markdown if text(m).startswith("Attacking:"))
     assert "lenet-zoo" in attacking and "mine" in attacking
 
     at.multiselect(key="rob_attacks").set_value(["fgsm", "pgd"]).run()
@@ -148,9 +148,9 @@ def test_malicious_upload_is_refused_and_never_runs(zoo, nets, tmp_path):
     evil = ("evil.pt", buf.getvalue(), "application/octet-stream")
     at.file_uploader(key="rob_upload").set_value(evil).run()
     assert not at.exception
-    assert len(at.error) == 1 and "evil.pt" in at.error[0].value
+    assert len(at.error) == 1 and "evil.pt" in text(at.error[0])
     assert not marker.exists()
-    attacking = next(m.value for m in at.markdown if m.value.startswith("Attacking:"))
+    attacking = next(text(m) for m in at.markdown if text(m).startswith("Attacking:"))
     assert "evil" not in attacking and "lenet-zoo" in attacking
     # the page still works: a tiny run on the zoo model completes
     at.multiselect(key="rob_attacks").set_value(["fgsm"]).run()
@@ -166,9 +166,9 @@ def test_file_without_a_card_needs_an_architecture(zoo, nets):
     at = _page()
     bare = st_save({k: v.contiguous() for k, v in nets[1].state_dict().items()})  # weights, no card
     at.file_uploader(key="rob_upload").set_value(("bare.safetensors", bare, "application/octet-stream")).run()
-    assert not at.exception and len(at.error) == 1 and "bare.safetensors" in at.error[0].value
+    assert not at.exception and len(at.error) == 1 and "bare.safetensors" in text(at.error[0])
     at.selectbox(key="rob_up_arch").set_value("lenet").run()
     at.selectbox(key="rob_up_dataset").set_value("mnist-5k").run()
     assert not at.exception and not at.error
-    attacking = next(m.value for m in at.markdown if m.value.startswith("Attacking:"))
+    attacking = next(text(m) for m in at.markdown if text(m).startswith("Attacking:"))
     assert "bare" in attacking

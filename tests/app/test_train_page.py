@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from jacreg import jobs
+from tests.helpers import text
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
@@ -60,7 +61,7 @@ def test_start_watch_finish_and_open_on_cells(app: AppTest, tmp_path: Path) -> N
     assert not app.exception and not app.error, [e.value for e in app.error]
     started = jobs.list_jobs()
     assert len(started) == 1 and started[0].config["jr"] == 0.01 and started[0].config["epochs"] == 2
-    assert any("page-jr" in m.value for m in app.markdown)
+    assert any("page-jr" in text(m) for m in app.markdown)
     status = started[0].wait(120)
     assert status["state"] == "finished", started[0].log_tail()
     app.run()
@@ -78,7 +79,7 @@ def test_invalid_config_is_refused_with_the_reason(app: AppTest) -> None:
     app.selectbox(key="train_adv").set_value("fgsm")
     app.number_input(key="train_adv_eps").set_value(0.0)
     app.form_submit_button[0].click().run()
-    assert any("--adv-eps" in e.value for e in app.error)
+    assert any("--adv-eps" in text(e) for e in app.error)
     assert jobs.list_jobs() == []
 
 
@@ -95,7 +96,7 @@ def test_killed_run_shows_failed_then_resume_and_stop(app: AppTest) -> None:
     os.kill(job.raw_status()["pid"], signal.SIGKILL)
     job.wait(15)
     app.run()
-    assert any("killed by SIGKILL" in e.value for e in app.error), [e.value for e in app.error]
+    assert any("killed by SIGKILL" in text(e) for e in app.error), [e.value for e in app.error]
     next(b for b in app.button if b.label == "Resume").click().run()
     assert not app.exception
     status = job.status()

@@ -152,17 +152,26 @@ def test_status_from_files_when_the_starting_process_is_gone(runs: Path, fake: l
     assert json.loads(ok.status_path.read_text())["state"] == "finished"  # written back
 
 
-def test_reused_pid_counts_as_dead(runs: Path) -> None:
+def test_only_the_jobs_own_process_counts_as_alive(runs: Path) -> None:
+    """A recorded pid is the job's only when its start time matches and it carries the job's id."""
     d = jobs.new_run_dir()
     atomic_write_json(d / "config.json", {"kind": "train", "config": {}})
-    me = proc_start_time(os.getpid())
-    if me is None:
-        pytest.skip("no /proc here: pid reuse cannot be detected")
-    # this test process is alive, but it is not the process that was started (other start time)
-    atomic_write_json(d / "status.json", {"state": "running", "pid": os.getpid(), "proc_start": me - 1})
-    assert jobs.get_job(d.name).status()["state"] == "failed"
-    atomic_write_json(d / "status.json", {"state": "running", "pid": os.getpid(), "proc_start": me})
-    assert jobs.get_job(d.name).status()["state"] == "running"
+    env = {**os.environ, "JACREG_JOB_ID": d.name}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = _wait_for(lambda: proc_start_time(child.pid), 10, "the child's start time")
+        cases = [({"pid": child.pid, "proc_start": start}, "running"),      # the job's process
+                 ({"pid": child.pid, "proc_start": start - 1}, "failed"),  # a reused pid
+                 ({"pid": stranger.pid, "proc_start": proc_start_time(stranger.pid)}, "failed"),
+                 ({"pid": os.getpid(), "proc_start": proc_start_time(os.getpid())}, "failed")]  # this process
+        for fields, state in cases:
+            atomic_write_json(d / "status.json", {"state": "running", **fields})
+            assert jobs.get_job(d.name).status()["state"] == state, fields
+    finally:
+        for p in (child, stranger):
+            p.kill()
+            p.wait()
 
 
 def test_run_folders_are_unique_and_ids_are_checked(runs: Path) -> None:
@@ -262,7 +271,7 @@ def test_two_jobs_at_once_both_finish_in_their_own_folders(runs: Path) -> None:
 
 
 def test_invalid_config_fails_at_once_with_the_reason(runs: Path) -> None:
-    with pytest.raises(ConfigError, match="--epochs must be at least 1"):
+    with pytest.raises(ConfigError, match="--epochs must be from 1"):
         jobs.start_job({**TINY, "epochs": 0})
     with pytest.raises(ConfigError, match="unknown training option"):
         jobs.start_job({**TINY, "epoch": 3})
