@@ -108,6 +108,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         OutputError: the folder cannot be created or written, or the path is a folder.
     """
     target = Path(path)
+    if "\0" in str(path):
+        raise OutputError(f"cannot write {str(path)!r}: the path contains a NUL character")
     tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +162,8 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and flush it (a reader polling the file sees whole lines)."""
     line = dumps(record) + "\n"
+    if "\0" in str(path):
+        raise OutputError(f"cannot write {str(path)!r}: the path contains a NUL character")
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
