@@ -121,7 +121,9 @@ def _journey(page, server: str, shots: Path, timings: dict[str, float], t0: floa
         heading(title)
 
     def number(label: str, value: str) -> None:
-        box = main.get_by_role("spinbutton", name=label, exact=True)
+        # the live element: while the page reruns, Streamlit keeps the previous run's elements (stale)
+        fresh = main.locator('[data-testid="stElementContainer"][data-stale="false"]')
+        box = fresh.get_by_role("spinbutton", name=label, exact=True)
         box.fill(value)
         box.press("Tab")
 

@@ -21,3 +21,8 @@ class CheckpointError(JacregError):
 
 class ShapeError(JacregError, ValueError):
     """Inputs or models have incompatible shapes."""
+
+
+class OutputError(JacregError):
+    """A file the user asked for cannot be written (unwritable folder, a folder in the way, a disk
+    full); the message names the path."""

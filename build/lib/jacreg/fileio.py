@@ -7,34 +7,129 @@ read the files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from .errors import OutputError
+
+#: Temporary files of atomic writes: ``.<name>.<pid>.<random>.tmp`` beside the target.
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else the usual 0o022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def output_error(exc: OSError, path: str | os.PathLike[str], what: str = "") -> OutputError:
+    """An OutputError naming the path a user gave and why it cannot be written."""
+    label = f"{what} " if what else ""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a part of its folder path is a file, not a folder"
+    elif isinstance(exc, FileNotFoundError):
+        reason = "its folder cannot be created there"
+    else:
+        reason = exc.strerror or type(exc).__name__
+    return OutputError(f"cannot write {label}{path}: {reason}")
+
+
+def check_writable(path: str | os.PathLike[str] | None, what: str = "") -> None:
+    """Before long work: can ``path`` be written? OutputError now if not, rather than after the work.
+
+    Creates the folder if needed (the write would) and writes and removes a probe file in it, which
+    also holds for root (for whom permission bits say little) and for read-only file systems.
+    """
+    if path is None or str(path) == "":
+        return
+    target = Path(path)
+    label = f"{what} " if what else ""
+    if "\0" in str(path):
+        raise OutputError(f"cannot write {label}{path!r}: the path contains a NUL character")
+    if target.is_dir():
+        raise OutputError(f"cannot write {label}{path}: it is a folder")
+    probe = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise output_error(exc, path, what) from None
+
+
+def _sweep_stale_temps(target: Path) -> None:
+    """Remove temporary files of earlier writes to ``target`` whose writing process is gone (a kill
+    during a write cannot run the writer's own clean-up)."""
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if m and m.group("name") == target.name and not _pid_alive(int(m.group("pid"))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``.
 
-    A crash at any point leaves either the old file or the new one, never a partial file.
+    A crash at any point leaves either the old file or the new one, never a partial file; temporary
+    files left by a killed writer are removed by the next write to the same path. The file gets the
+    usual mode (0666 minus the umask), not the 0600 of a private temporary file.
+
+    Raises:
+        OutputError: the folder cannot be created or written, or the path is a folder.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    if "\0" in str(path):
+        raise OutputError(f"cannot write {str(path)!r}: the path contains a NUL character")
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        _sweep_stale_temps(target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.close(fd)
+        try:
+            write(str(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise output_error(exc, path) from None
     return target
 
 
@@ -67,29 +162,45 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and flush it (a reader polling the file sees whole lines)."""
     line = dumps(record) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSON-lines file, skipping a trailing partial line (a writer may be mid-write)."""
-    out: list[dict[str, Any]] = []
+    if "\0" in str(path):
+        raise OutputError(f"cannot write {str(path)!r}: the path contains a NUL character")
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break
-                line = line.strip()
-                if line:
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-    except FileNotFoundError:
-        return []
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+    except OSError as exc:
+        raise output_error(exc, path) from None
+
+
+def parse_jsonl(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of JSON-lines bytes: a trailing partial line (a writer may be mid-write) and
+    lines that are not a JSON object (corrupt, invalid UTF-8, too deeply nested) are skipped."""
+    out: list[dict[str, Any]] = []
+    lines = raw.split(b"\n")
+    for line in lines[:-1]:  # the last piece has no newline yet (or is empty)
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
     return out
+
+
+def read_jsonl(path: str | os.PathLike[str], offset: int = 0) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file from byte ``offset`` on (see :func:`parse_jsonl`);
+    [] when the file is missing or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            if offset > 0:
+                fh.seek(offset)
+            return parse_jsonl(fh.read())
+    except OSError:
+        return []
 
 
 def jsonable(obj: Any) -> Any:

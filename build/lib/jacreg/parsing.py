@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["parse_floats", "parse_indices", "parse_through"]
+__all__ = ["MAX_SEED", "check_seed", "parse_floats", "parse_indices", "parse_through"]
+
+#: Seeds are 32-bit (as numpy's): derived seeds (seed * 100003 + epoch, ...) stay in range.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """A random seed: an integer from 0 to :data:`MAX_SEED` (ConfigError if not)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{what} must be an integer from 0 to {MAX_SEED}, got {seed!r:.40}")
+    return seed
 
 
 def parse_floats(text: str, what: str = "values") -> list[float]:

@@ -41,12 +41,30 @@ from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
 from .events import EventFn
 from .fileio import append_jsonl, atomic_write
+from .parsing import check_seed
 from .regularizer import METHODS as JR_METHODS
 from .regularizer import jacobian_penalty
 
 ADV_ATTACKS: tuple[str, ...] = ("none", *ADV_GENERATORS)
 #: The learning-rate schedule's quench points, as fractions of the run (the paper: x0.1 at 1/3, 2/3).
 QUENCHES: tuple[float, ...] = (1 / 3, 2 / 3)
+
+
+#: The longest model or job name.
+MAX_NAME = 100
+#: The largest count an option takes (epochs, batches, samples).
+MAX_COUNT = 1_000_000
+
+
+def check_name(name: object, what: str = "--name") -> str:
+    """A model or job name: printable text of 1 to :data:`MAX_NAME` characters (ConfigError if not)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{what} must be non-empty text")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{what} must be at most {MAX_NAME} characters, got {len(name)}")
+    if not name.isprintable():
+        raise ConfigError(f"{what} must not contain control characters (newlines, NUL, ...)")
+    return name
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -78,6 +96,7 @@ class TrainConfig:
     out: str = _opt("model.safetensors", "checkpoint path (.safetensors), written every epoch")
     events: str | None = _opt(None, "append JSON-lines events to this file")
     resume: bool = _opt(False, "continue from <out>.state.pt")
+    force: bool = _opt(False, "replace an existing --out (without it, an existing file is never overwritten)")
     limit_batches: int | None = _opt(None, "stop each epoch after N batches (smoke tests)")
     eval_samples: int | None = _opt(1000, "test samples evaluated after each epoch (0 = none)")
     data_root: str | None = _opt(None, "where datasets are downloaded (default ~/.cache/jacreg)")
@@ -85,28 +104,50 @@ class TrainConfig:
     num_workers: int = _opt(0, "DataLoader worker processes")
     log_every: int = _opt(10, "emit a step event every N steps")
 
+    def _check_types(self) -> None:
+        """Every field has its declared type (a config may come from a file or a page)."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            declared = str(f.type)
+            optional = declared.endswith(" | None")
+            allowed = kinds[declared.removesuffix(" | None")]
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be {declared.replace(' | None', '')}, "
+                                  f"got {value!r:.60}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+
     def validate(self) -> TrainConfig:
-        """Check every value; raise ConfigError with the option's name. Returns self."""
+        """Check every value's type and range; raise ConfigError with the option's name. Returns self."""
+        self._check_types()
         architectures.spec(self.arch)
         dataset_spec(self.dataset)
+        if self.name is not None:
+            check_name(self.name)
+        check_seed(self.seed, "--seed")
         checks: list[tuple[bool, str]] = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be positive"),
+            (1 <= self.epochs <= MAX_COUNT, f"--epochs must be from 1 to {MAX_COUNT:,}"),
+            (1 <= self.batch_size <= 65536, "--batch-size must be from 1 to 65,536"),
+            (self.lr > 0, "--lr must be positive"),
             (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
             (self.l2 >= 0, "--l2 must be >= 0"),
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
-            (self.jr >= 0 and math.isfinite(self.jr), "--jr must be >= 0"),
-            (self.n_proj >= 0, "--n-proj must be >= 0 (0 = exact)"),
+            (self.jr >= 0, "--jr must be >= 0"),
+            (0 <= self.n_proj <= 1000, "--n-proj must be from 0 (exact) to 1,000"),
             (self.jr_method in JR_METHODS, f"--jr-method must be one of {', '.join(JR_METHODS)}"),
             (self.adv in ADV_ATTACKS, f"--adv must be one of {', '.join(ADV_ATTACKS)}"),
             (0 < self.adv_eps <= 1 or self.adv == "none", "--adv-eps must be in (0, 1] pixel units"),
             (0 <= self.adv_mix <= 1, "--adv-mix must be in [0, 1]"),
-            (self.adv_steps >= 1, "--adv-steps must be at least 1"),
-            (self.limit_batches is None or self.limit_batches >= 1, "--limit-batches must be >= 1"),
-            (self.eval_samples is None or self.eval_samples >= 0, "--eval-samples must be >= 0"),
-            (self.num_workers >= 0, "--num-workers must be >= 0"),
-            (self.log_every >= 1, "--log-every must be >= 1"),
+            (1 <= self.adv_steps <= 1000, "--adv-steps must be from 1 to 1,000"),
+            (self.limit_batches is None or 1 <= self.limit_batches <= MAX_COUNT,
+             f"--limit-batches must be from 1 to {MAX_COUNT:,}"),
+            (self.eval_samples is None or 0 <= self.eval_samples <= MAX_COUNT,
+             f"--eval-samples must be from 0 to {MAX_COUNT:,}"),
+            (0 <= self.num_workers <= 64, "--num-workers must be from 0 to 64"),
+            (1 <= self.log_every <= MAX_COUNT, f"--log-every must be from 1 to {MAX_COUNT:,}"),
             (str(self.out).endswith(".safetensors"), "--out must end with .safetensors"),
         ]
         for ok, message in checks:
@@ -140,7 +181,7 @@ class TrainConfig:
                 if value:
                     argv.append(flag)
             elif value is not None:
-                argv += [flag, str(value)]
+                argv.append(f"{flag}={value}")  # one token: a value starting with '-' is not an option
         return argv
 
     def command(self) -> str:
@@ -303,6 +344,8 @@ def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any
     and ``error`` (or ``stopped``) when an exception escapes.
     """
     config.validate()
+    if Path(config.out).exists() and not (config.resume or config.force):
+        raise ConfigError(f"{config.out} exists: pass --force to replace it, or --resume to continue its run")
     dist_info, device = _init_distributed(config)
     emit = _event_sink(config, on_event, dist_info.main)
     run: _Run | None = None

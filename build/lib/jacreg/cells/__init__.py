@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..adversarial import fgsm_direction
 from ..robustness.minimal import minimal_adversarial_distance
 from .boundary import boundary_distance
-from .evaluate import MAX_RESOLUTION, MIN_RESOLUTION, check_grid, predict
+from .evaluate import MAX_EXTENT, MAX_RESOLUTION, MIN_RESOLUTION, check_grid, predict
 from .grid import default_coarse_step
 from .metrics import cell_metrics
 from .plane import Plane, adversarial_plane, plane_from_directions, random_plane, sample_plane
@@ -25,6 +25,7 @@ from .section import CrossSection, cross_section
 from .statistics import PlaneKind, cell_statistics
 
 __all__ = [
+    "MAX_EXTENT",
     "MAX_RESOLUTION",
     "MIN_RESOLUTION",
     "CrossSection",

@@ -18,10 +18,14 @@ from ..device import eval_copy
 from ..errors import ConfigError, ShapeError
 from .plane import Plane
 
-__all__ = ["MAX_RESOLUTION", "MIN_RESOLUTION", "PlaneEvaluator", "check_grid", "check_model_input", "predict"]
+__all__ = ["MAX_EXTENT", "MAX_RESOLUTION", "MIN_RESOLUTION", "PlaneEvaluator", "check_grid",
+           "check_model_input", "predict"]
 
 #: Allowed grid resolutions (points per side).
 MIN_RESOLUTION, MAX_RESOLUTION = 11, 1001
+#: The largest half width of a cross section (L2, pixel units). The L2 diameter of the [0, 1] box of a
+#: 3x224x224 image is 388; much farther out every model is extrapolating far from any image.
+MAX_EXTENT = 10_000.0
 
 
 def _auto_batch_size(dev: torch.device, numel: int) -> int:
@@ -80,16 +84,18 @@ def check_grid(extent: float, resolution: int) -> None:
     """Validate a cross section's extent and resolution.
 
     Raises:
-        ConfigError: extent not a positive finite number, or resolution outside [11, 1001].
+        ConfigError: extent not a number in (0, MAX_EXTENT], or resolution outside [11, 1001].
     """
     try:
         e = float(extent)
     except (TypeError, ValueError):
-        raise ConfigError(f"extent must be a number, got {extent!r}") from None
-    if not math.isfinite(e) or e <= 0:
-        raise ConfigError(f"extent must be positive (L2 units of [0, 1] pixels), got {extent}")
-    if isinstance(resolution, bool) or int(resolution) != resolution:
-        raise ConfigError(f"resolution must be an integer, got {resolution!r}")
+        raise ConfigError(f"extent must be a number, got {extent!r:.40}") from None
+    if not math.isfinite(e) or e <= 0 or e > MAX_EXTENT:
+        raise ConfigError(f"extent must be positive and at most {MAX_EXTENT:g} (L2 units of [0, 1] pixels), "
+                          f"got {extent}")
+    whole = isinstance(resolution, int) or (isinstance(resolution, float) and resolution.is_integer())
+    if isinstance(resolution, bool) or not whole:
+        raise ConfigError(f"resolution must be an integer, got {resolution!r:.40}")
     if not MIN_RESOLUTION <= int(resolution) <= MAX_RESOLUTION:
         raise ConfigError(f"resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} points "
                           f"per side, got {resolution}")

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..adversarial import fgsm_direction
 from ..errors import ConfigError, ShapeError
+from ..parsing import check_seed
 
 __all__ = ["Plane", "adversarial_plane", "as_image", "plane_from_directions", "random_plane", "sample_plane"]
 
@@ -144,7 +145,7 @@ def random_plane(x0: Any, seed: int = 0, *, generator: torch.Generator | None = 
     The same seed gives the same plane for every sample of the same shape.
     """
     origin = as_image(x0)
-    g = generator if generator is not None else torch.Generator().manual_seed(int(seed))
+    g = generator if generator is not None else torch.Generator().manual_seed(check_seed(seed))
     d = torch.randn(2, origin.numel(), generator=g, dtype=torch.float64)
     return plane_from_directions(origin, d[0], d[1], kind="random")
 
@@ -189,7 +190,7 @@ def adversarial_plane(x0: Any, y0: int, model_a: nn.Module, model_b: nn.Module |
             notes.append(f"model B has a zero gradient at this sample: v is a random direction (seed {seed})")
     if v is None:
         assert u is not None
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(check_seed(seed))
         for _ in range(8):
             _, v = _gram_schmidt(u, torch.randn(u.numel(), generator=g, dtype=torch.float64))
             if v is not None:

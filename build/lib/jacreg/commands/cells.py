@@ -30,7 +30,8 @@ from ..figures.cells import cells_png
 from ..fileio import atomic_write_bytes
 from ..parsing import parse_indices, parse_through
 from ..robustness import minimal_adversarial_distance
-from .output import stage_bars, write_json
+from ..training import MAX_COUNT
+from .output import check_outputs, integer, seed, stage_bars, write_json
 
 NAME = "cells"
 HELP = "decision-cell cross sections and distances to the boundary"
@@ -41,29 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("checkpoints", nargs="+", metavar="CKPT",
                    help="one or more checkpoints (same input shape)")
-    p.add_argument("--sample", type=int, default=0, help="index of the test sample at the centre (default 0)")
+    p.add_argument("--sample", type=integer(0, MAX_COUNT), default=0,
+                   help="index of the test sample at the centre (default 0)")
     p.add_argument("--plane", choices=["random", "adversarial", "samples"], default="random",
                    help="random (seeded), adversarial (FGSM directions of the first two models) or "
                         "samples (through --sample and the two --through samples)")
     p.add_argument("--through", default=None, metavar="J,K",
                    help="samples plane: the two other sample indices (default: the next two)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random plane / random completion")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random plane / random completion")
     p.add_argument("--extent", type=float, default=1.0, help="half width in L2 units of [0,1] pixels")
-    p.add_argument("--resolution", type=int, default=201,
+    p.add_argument("--resolution", type=integer(MIN_RESOLUTION, MAX_RESOLUTION), default=201,
                    help=f"points per side ({MIN_RESOLUTION}..{MAX_RESOLUTION})")
     p.add_argument("--npz", default=None, metavar="FILE", help="write the cross section (npz)")
     p.add_argument("--png", default=None, metavar="FILE", help="write the figure (png)")
-    p.add_argument("--stats", type=int, default=0, metavar="N",
+    p.add_argument("--stats", type=integer(0, 10_000), default=0, metavar="N",
                    help="also print cell statistics over the first N test samples "
                         "(random and adversarial planes)")
-    p.add_argument("--stats-resolution", type=int, default=51, help="grid of the statistics' maps")
+    p.add_argument("--stats-resolution", type=integer(MIN_RESOLUTION, MAX_RESOLUTION), default=51,
+                   help="grid of the statistics' maps")
     p.add_argument("--min-adversarial", choices=["none", "fmn", "deepfool"], default="none",
                    help="also report the full-space distance to the nearest adversarial (foolbox, L2)")
     p.add_argument("--full", action="store_true", help="evaluate every grid point (no refinement)")
     p.add_argument("--dataset", default=None, help="default: the first checkpoint's dataset")
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=integer(1, 1 << 20), default=None)
     p.add_argument("--json", default=None, metavar="FILE", help="write the summary as JSON")
 
 
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     """Compute one cross section (and optional statistics), write ``--npz``/``--png``/``--json`` and
     print a summary. User errors raise JacregError (exit 2)."""
     _check_args(args)
+    check_outputs(args, "npz", "png", "json")
     explicit = parse_indices(args.through, "--through") if args.plane == "samples" and args.through else []
     dev = pick(args.device)
     models, metas, names = _load_models(args.checkpoints, dev)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..evaluation import evaluate_checkpoint
-from .output import bar, print_json, write_json
+from ..training import MAX_COUNT
+from .output import bar, check_outputs, integer, print_json, write_json
 
 NAME = "eval"
 HELP = "clean accuracy and mean ||J||_F of a checkpoint"
@@ -14,14 +15,16 @@ HELP = "clean accuracy and mean ||J||_F of a checkpoint"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    parser.add_argument("--samples", type=int, default=None, help="first N test samples (default: all)")
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--samples", type=integer(1, MAX_COUNT), default=None,
+                        help="first N test samples (default: all)")
+    parser.add_argument("--batch-size", type=integer(1, 65536), default=250)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--json", default=None, metavar="FILE")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, "json")
     progress = None
 
     def on_start(total: int) -> None:

@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
 
 from ..events import Event, EventFn
-from ..fileio import atomic_write_json, dumps
+from ..fileio import atomic_write_json, check_writable, dumps
+from ..parsing import MAX_SEED
 
-__all__ = ["bar", "print_json", "stage_bars", "stop_on_sigterm", "write_json"]
+__all__ = ["bar", "check_outputs", "integer", "print_json", "seed", "stage_bars", "stop_on_sigterm",
+           "write_json"]
+
+
+def integer(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``lo`` to ``hi`` (a clean usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r:.40}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:,} to {hi:,}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+#: argparse type of a random seed.
+seed = integer(0, MAX_SEED)
+
+
+def check_outputs(args: argparse.Namespace, *options: str) -> None:
+    """Before any work: every output file given (``--json``, ``--png``, ...) can be written."""
+    for option in options:
+        check_writable(getattr(args, option, None), f"--{option.replace('_', '-')}")
 
 
 def write_json(path: str | None, result: Any) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ..events import Event, EventFn
+from ..fileio import check_writable
 from ..reproduce import DEFAULT_EPOCHS, Options
 from ..reproduce import run as run_reproduction
-from .output import print_json, write_json
+from ..training import MAX_COUNT
+from .output import check_outputs, integer, print_json, write_json
 
 NAME = "reproduce"
 HELP = "train the zoo and reproduce the paper's tables and figures"
@@ -24,16 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a tiny end-to-end run (1 epoch of 2 batches, few samples, small grids)")
     p.add_argument("--dataset", default="mnist-5k",
                    help="mnist-5k (offline default), mnist (full, downloads) or usps (Table 2 only)")
-    p.add_argument("--seeds", type=int, default=1, help="train K seeds per setting (error bars: mean ± std)")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs per model (default {DEFAULT_EPOCHS})")
+    p.add_argument("--seeds", type=integer(1, 100), default=1,
+                   help="train K seeds per setting (error bars: mean ± std)")
+    p.add_argument("--epochs", type=integer(1, MAX_COUNT), default=None,
+                   help=f"epochs per model (default {DEFAULT_EPOCHS})")
     p.add_argument("--out", default="reproduction", help="output folder (default: reproduction)")
     p.add_argument("--zoo-dir", default=None, help="the zoo folder (default: models/)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--samples", type=int, default=None,
+    p.add_argument("--samples", type=integer(1, MAX_COUNT), default=None,
                    help="test samples for accuracy, ||J||_F and the robustness curves (default 1000)")
-    p.add_argument("--cell-samples", type=int, default=None,
+    p.add_argument("--cell-samples", type=integer(1, MAX_COUNT), default=None,
                    help="test samples for the decision-cell statistics (default 100)")
-    p.add_argument("--figure-sample", type=int, default=0, help="test sample at the centre of Fig. 1/S2")
+    p.add_argument("--figure-sample", type=integer(0, MAX_COUNT), default=0,
+                   help="test sample at the centre of Fig. 1/S2")
     p.add_argument("--retrain", action="store_true", help="train even when a matching checkpoint exists")
     p.add_argument("--reevaluate", action="store_true", help="recompute evaluations stored in the cards")
     p.add_argument("--transfer", default="usps", help="transfer dataset of Table 2 ('none' to skip)")
@@ -74,6 +80,8 @@ def _printer() -> EventFn:
 
 def run(args: argparse.Namespace) -> int:
     """Progress on stderr, a summary on stdout, ``--json``."""
+    check_outputs(args, "json")
+    check_writable(Path(args.out) / "report.md", "--out")
     opts = Options(dataset=args.dataset, zoo=args.zoo, quick=args.quick, seeds=args.seeds, epochs=args.epochs,
                    out=args.out, zoo_dir=args.zoo_dir, device=args.device, samples=args.samples,
                    cell_samples=args.cell_samples, retrain=args.retrain, reevaluate=args.reevaluate,

@@ -26,7 +26,8 @@ from ..robustness import (
     to_csv,
     to_jsonable,
 )
-from .output import bar, print_json, write_json
+from ..training import MAX_COUNT
+from .output import bar, check_outputs, integer, print_json, seed, write_json
 
 NAME = "robustness"
 HELP = "accuracy-vs-epsilon curves from foolbox attacks"
@@ -41,10 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", default=None, metavar="E1,E2,...",
                         help="epsilons in the attack's norm, pixel units (images in [0,1]); sorted if "
                              "unsorted (default: the attack's grid)")
-    parser.add_argument("--samples", type=int, default=500, help="the first N test samples (default 500)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--samples", type=integer(1, MAX_COUNT), default=500,
+                        help="the first N test samples (default 500)")
+    parser.add_argument("--batch-size", type=integer(1, 65536), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a foolbox parameter of the attack, e.g. --param steps=20 (repeatable)")
@@ -69,6 +71,7 @@ def _report(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load safely, attack the first N test samples, write the files."""
+    check_outputs(args, "json", "csv", "png")
     spec = get_attack(args.attack)
     eps = parse_floats(args.eps, "--eps") if args.eps is not None else None
     if args.samples is None or args.samples < 1:
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
     params = parse_params(args.param, spec)
+    spec.build(**params)  # every parameter checked before any work
     dev = pick(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=str(dev))
     ds, x, y = load_test_split(meta, dataset=args.dataset, limit=args.samples, data_root=args.data_root)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..events import Event
 from ..training import TrainConfig, train
-from .output import bar, print_json, stop_on_sigterm, write_json
+from .output import bar, check_outputs, print_json, stop_on_sigterm, write_json
 
 NAME = "train"
 HELP = "train a model (plain, L2, dropout, JR, adversarial training)"
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     """Train with a progress bar on stderr, events to --events, the result to --json."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**values).validate()
+    check_outputs(args, "out", "events", "json")
     if config.events:
         Path(config.events).parent.mkdir(parents=True, exist_ok=True)
     progress = None

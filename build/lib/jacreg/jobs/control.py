@@ -26,11 +26,11 @@ from .. import catalog
 from ..device import pick
 from ..errors import ConfigError, JacregError
 from ..fileio import atomic_write_json
-from ..training import TrainConfig
+from ..training import TrainConfig, check_name
 from .folders import ID_RE, STATUS_FILE, locked, new_run_dir, runs_root, update_status
 from .history import regularizer_label
 from .job import ACTIVE_STATES, KINDS, WATCHERS, WATCHERS_LOCK, Job, Kind, watch
-from .process import pid_alive, proc_start_time, signal_group
+from .process import JOB_ID_ENV, is_job_process, proc_start_time, signal_job_processes
 
 __all__ = ["config_dict", "delete_job", "delete_run", "get_job", "list_jobs", "resume_job", "start_job",
            "stop_job", "train_argv", "validate_train_config"]
@@ -106,14 +106,14 @@ def _spawn(job: Job, argv: list[str], env: Mapping[str, str] | None, attempt: in
     child_env["JACREG_RUNS_DIR"] = str(job.dir.parent.absolute())
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    child_env["JACREG_JOB_ID"] = job.id
+    child_env[JOB_ID_ENV] = job.id
     with open(job.log_path, "ab") as log:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
         try:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=job.dir, env=child_env, start_new_session=True)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             update_status(job.dir, state="failed", ended=time.time(), message=f"could not start: {exc}")
             raise JacregError(f"could not start the job: {exc}") from exc
     with WATCHERS_LOCK:
@@ -169,6 +169,8 @@ def start_job(config: Mapping[str, Any] | Any, runs_dir: str | os.PathLike[str] 
         if "--quiet" not in args:
             args.append("--quiet")
     display = name or cfg.get("name") or None
+    if display is not None:
+        display = check_name(display, "the job name")
     run_dir = new_run_dir(runs_dir, prefix=str(display or ""))
     job = Job(run_dir.name, run_dir)
     if kind == "train":
@@ -211,44 +213,53 @@ def get_job(job_id: str, runs_dir: str | os.PathLike[str] | None = None) -> Job:
 
 def stop_job(job_id: str, runs_dir: str | os.PathLike[str] | None = None, grace: float = 10.0, *,
              wait: bool = True) -> Job:
-    """Stop a job: SIGTERM to its process group, SIGKILL after ``grace`` seconds; state ``stopped``.
+    """Stop a job: SIGTERM to its processes, SIGKILL after ``grace`` seconds; state ``stopped``.
 
+    Only verified processes of the job are signalled (:mod:`jacreg.jobs.process`): the pid in its
+    status when its start time and environment say it is the job's, and any process carrying the
+    job's id, so a corrupt status file neither stops the wrong process nor leaves the job running.
     The checkpoint of the last finished epoch stays loadable; :func:`resume_job` continues it.
     Stopping a job that already ended does nothing.
 
     Args:
         grace: seconds between SIGTERM and SIGKILL.
-        wait: block until the process is gone; with False the stop is requested and SIGTERM sent
+        wait: block until the processes are gone; with False the stop is requested and SIGTERM sent
             at once, and a daemon thread escalates and settles the state (for a page that must not
             freeze).
     """
     job = get_job(job_id, runs_dir)
     status = job.status()
-    if status.get("state") not in ACTIVE_STATES:
+    if status.get("state") not in ACTIVE_STATES and not job.processes():
         return job
-    status = update_status(job.dir, stop_requested=True)
-    pid, start = status.get("pid"), status.get("proc_start")
-    pgid = status.get("pgid") or pid
-    if pid and pgid and pid_alive(pid, start):
-        signal_group(int(pgid), int(pid), signal.SIGTERM)
+    update_status(job.dir, stop_requested=True)
+    pids = _job_pids(job)
+    signal_job_processes(pids, job.id, signal.SIGTERM)
     if wait:
-        _finish_stop(job, pid, start, pgid, grace)
+        _finish_stop(job, grace)
     else:
-        threading.Thread(target=_finish_stop, args=(job, pid, start, pgid, grace), daemon=True,
+        threading.Thread(target=_finish_stop, args=(job, grace), daemon=True,
                          name=f"jacreg-stop-{job.id}").start()
     return job
 
 
-def _finish_stop(job: Job, pid: int | None, start: int | None, pgid: int | None, grace: float) -> None:
-    if pid and pgid:
-        deadline = time.monotonic() + max(0.0, grace)
-        while pid_alive(pid, start) and time.monotonic() < deadline:
+def _job_pids(job: Job) -> list[int]:
+    """The job's live processes: its recorded pid when verified, and all found by its id."""
+    status = job.raw_status()
+    pids = set(job.processes())
+    if is_job_process(status.get("pid"), status.get("proc_start"), job.id):
+        pids.add(int(status["pid"]))
+    return sorted(pids)
+
+
+def _finish_stop(job: Job, grace: float) -> None:
+    deadline = time.monotonic() + max(0.0, grace)
+    while _job_pids(job) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _job_pids(job):
+        signal_job_processes(_job_pids(job), job.id, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while _job_pids(job) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if pid_alive(pid, start):
-            signal_group(pgid, pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while pid_alive(pid, start) and time.monotonic() < deadline:
-                time.sleep(0.05)
     with WATCHERS_LOCK:
         proc = WATCHERS.get(job.id)
     if proc is not None:
@@ -256,8 +267,9 @@ def _finish_stop(job: Job, pid: int | None, start: int | None, pgid: int | None,
             proc.wait(timeout=5)
     with locked(job.dir):
         status = job.raw_status()
-        if status.get("state") in ACTIVE_STATES and status.get("pid") == pid and not pid_alive(pid, start):
+        if status.get("state") in ACTIVE_STATES and not _job_pids(job):
             status.update(state="stopped", ended=time.time(), message="stopped by the user")
+            status.pop("corrupt", None)
             atomic_write_json(job.status_path, status)
 
 
@@ -307,7 +319,7 @@ def delete_job(job_id: str, runs_dir: str | os.PathLike[str] | None = None) -> N
         ConfigError: the job is still running (stop it first) or does not exist.
     """
     job = get_job(job_id, runs_dir)
-    if job.status().get("state") in ACTIVE_STATES:
+    if job.status().get("state") in ACTIVE_STATES or job.processes():
         raise ConfigError(f"job {job_id} is still running; stop it before deleting it")
     shutil.rmtree(job.dir)
 

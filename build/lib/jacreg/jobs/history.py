@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +31,21 @@ class Progress:
     last_epoch: dict[str, Any] | None
 
 
+def _int(value: Any, default: int) -> int:
+    """An event's integer field; ``default`` when it is missing or of another type (events are data)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else default
+
+
 def regularizer_label(config: Mapping[str, Any]) -> str:
     """Short name of a training config's regularizers, e.g. ``"l2+dropout+jr"`` or ``"none"``."""
-    regs = [r for r, on in (("l2", float(config.get("l2") or 0) > 0),
-                            ("dropout", float(config.get("dropout") or 0) > 0),
-                            ("jr", float(config.get("jr") or 0) > 0),
+    regs = [r for r, on in (("l2", _num(config.get("l2")) > 0),
+                            ("dropout", _num(config.get("dropout")) > 0),
+                            ("jr", _num(config.get("jr")) > 0),
                             (f"{config.get('adv')}-at", config.get("adv") not in (None, "", "none")))
             if on]
     return "+".join(regs) or "none"
@@ -53,31 +64,31 @@ def progress_from_events(events: Sequence[Mapping[str, Any]], started: float | N
     for ev in events:
         kind = ev.get("event")
         if kind == "start":
-            total = int(ev.get("total_steps") or total)
-            cfg = ev.get("config") or {}
-            epochs = int(cfg.get("epochs") or epochs)
-            attempt_first = int(ev.get("start_epoch") or 0) * int(ev.get("steps_per_epoch") or 0)
+            total = _int(ev.get("total_steps"), total)
+            cfg = ev.get("config")
+            epochs = _int(cfg.get("epochs"), epochs) if isinstance(cfg, dict) else epochs
+            attempt_first = _int(ev.get("start_epoch"), 0) * _int(ev.get("steps_per_epoch"), 0)
             step = max(step, attempt_first) if attempt_first else step
-            if ev.get("time"):
-                started = float(ev["time"])
+            if _num(ev.get("time")):
+                started = _num(ev.get("time"))
         elif kind == "step":
-            step = int(ev.get("step") or step)
-            total = int(ev.get("total_steps") or total)
+            step = _int(ev.get("step"), step)
+            total = _int(ev.get("total_steps"), total)
             if attempt_first is None:
                 attempt_first = step - 1
         elif kind == "epoch":
             last_epoch = dict(ev)
-            epoch = int(ev.get("epoch") or epoch)
-            epochs = int(ev.get("epochs") or epochs)
+            epoch = _int(ev.get("epoch"), epoch)
+            epochs = _int(ev.get("epochs"), epochs)
     done = any(ev.get("event") == "done" for ev in events[-3:])
     if done and total:
         step = total
     fraction = min(1.0, step / total) if total else (1.0 if done else 0.0)
     eta: float | None = None
     base = attempt_first or 0
-    if started and total and step > base and not done:
+    if _num(started) and total and step > base and not done:
         now = time.time() if now is None else now
-        rate = (now - float(started)) / (step - base)
+        rate = (now - _num(started)) / (step - base)
         eta = max(0.0, rate * (total - step))
     elif done:
         eta = 0.0
@@ -89,8 +100,8 @@ def epoch_history(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One dict per epoch (the last event of each epoch wins, so a resumed run has no duplicates)."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for ev in events:
-        if ev.get("event") == "epoch" and ev.get("epoch") is not None:
-            by_epoch[int(ev["epoch"])] = {k: v for k, v in ev.items() if k != "event"}
+        if ev.get("event") == "epoch" and _int(ev.get("epoch"), -1) >= 0:
+            by_epoch[ev["epoch"]] = {k: v for k, v in ev.items() if k != "event"}
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
@@ -98,6 +109,6 @@ def step_history(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One dict per optimiser step (the last event for a step wins)."""
     by_step: dict[int, dict[str, Any]] = {}
     for ev in events:
-        if ev.get("event") == "step" and ev.get("step") is not None:
-            by_step[int(ev["step"])] = {k: v for k, v in ev.items() if k != "event"}
+        if ev.get("event") == "step" and _int(ev.get("step"), -1) >= 0:
+            by_step[ev["step"]] = {k: v for k, v in ev.items() if k != "event"}
     return [by_step[k] for k in sorted(by_step)]

@@ -32,7 +32,7 @@ from .folders import (
     update_status,
 )
 from .history import Progress, progress_from_events
-from .process import pid_alive
+from .process import is_job_process, job_processes, proc_start_time
 from .results import record_robustness
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "KINDS", "QUEUED_TIMEOUT_S", "Job", "Kind", "State", "settle",
@@ -47,6 +47,55 @@ KINDS: tuple[str, ...] = ("train", "robustness")
 
 #: A queued job with no process after this many seconds never started (its starter died).
 QUEUED_TIMEOUT_S = 60.0
+
+#: The fields of status.json and their types; a field of another type is treated as absent.
+STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+    "state": (str,), "pid": (int,), "pgid": (int,), "proc_start": (int,), "returncode": (int,),
+    "created": (int, float), "started": (int, float), "ended": (int, float), "events_offset": (int,),
+    "attempt": (int,), "stop_requested": (bool,), "message": (str,), "argv": (list,),
+}
+KNOWN_STATES = (*ACTIVE_STATES, *FINAL_STATES)
+
+
+def clean_status(raw: object) -> dict[str, Any]:
+    """status.json as trusted data: a dict whose fields have their documented types. A file that is
+    not a JSON object, or a field of the wrong type, is marked ``"corrupt": True``."""
+    if not isinstance(raw, dict):
+        return {"corrupt": True}
+    out: dict[str, Any] = {}
+    bad = False
+    for key, value in raw.items():
+        kinds = STATUS_FIELDS.get(key)
+        if kinds is None:
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            bad = bad or value is not None
+            continue
+        out[key] = value
+    if out.get("state") not in (None, *KNOWN_STATES):
+        out.pop("state")
+        bad = True
+    if bad:
+        out["corrupt"] = True
+    return out
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _read_raw_status(path: Path) -> object:
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read(1 << 20).decode("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError):
+        return None
+
 
 #: The processes this process started, by job id (their exit codes are collected here).
 WATCHERS: dict[str, subprocess.Popen[bytes]] = {}
@@ -107,8 +156,9 @@ class Job:
         return dict(self.job_config().get("config") or {})
 
     def raw_status(self) -> dict[str, Any]:
-        """``status.json`` as written, without reconciling it with the process."""
-        return read_json(self.status_path)
+        """``status.json`` as written (typed: see :func:`clean_status`), without reconciling it with
+        the process."""
+        return clean_status(_read_raw_status(self.status_path))
 
     def events(self) -> list[dict[str, Any]]:
         """Every event the job wrote (all attempts, in order)."""
@@ -117,24 +167,18 @@ class Job:
     def attempt_events(self, status: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The events of the current attempt (after the last start or resume)."""
         status = self.raw_status() if status is None else status
-        offset = int(status.get("events_offset") or 0)
+        offset = status.get("events_offset")
         try:
             size = self.events_path.stat().st_size
         except OSError:
             return []
-        if offset <= 0 or offset > size:
+        if not isinstance(offset, int) or offset <= 0 or offset > size:
             return self.events()
-        out: list[dict[str, Any]] = []
-        with open(self.events_path, "rb") as fh:
-            fh.seek(offset)
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(raw)
-                    if isinstance(rec, dict):
-                        out.append(rec)
-        return out
+        return read_jsonl(self.events_path, offset)
+
+    def processes(self) -> list[int]:
+        """The live processes of this job, found by its id in their environment."""
+        return job_processes(self.id)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the subprocess's output."""
@@ -166,33 +210,58 @@ class Job:
     def status(self) -> dict[str, Any]:
         """The job's status, reconciled with its process.
 
-        A job recorded as running whose process is gone (or whose pid now belongs to another
-        process) is settled from the files: ``stopped`` if a stop was requested, ``finished`` if
-        the current attempt wrote a ``done`` event (or, for non-training jobs, its result), else
-        ``failed`` with the reason (the ``error`` event or the log's last line). The settled state
-        is written back to ``status.json``.
+        A job recorded as running whose process is gone (or whose pid is not verifiably the job's
+        process any more) is settled from the files: ``stopped`` if a stop was requested,
+        ``finished`` if the current attempt wrote a ``done`` event (or, for non-training jobs, its
+        result), else ``failed`` with the reason (the ``error`` event or the log's last line). A
+        corrupt status file is rebuilt from the job's live processes (found by its id) or, when
+        none is left, settled as above. The settled state is written back to ``status.json``.
         """
         status = self.raw_status()
         state = status.get("state")
-        if state == "running" and not pid_alive(status.get("pid"), status.get("proc_start")):
+        if status.get("corrupt") or (state == "running" and not self._own_process_alive(status)):
             with locked(self.dir):
                 status = self.raw_status()
-                if status.get("state") == "running" and not pid_alive(status.get("pid"),
-                                                                      status.get("proc_start")):
-                    rc = status.get("returncode")
-                    with WATCHERS_LOCK:
-                        proc = WATCHERS.get(self.id)
-                    if proc is not None and proc.pid == status.get("pid"):  # our child: its exit code
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            rc = proc.wait(timeout=5)
-                    status.update(settle(self, status, returncode=rc))
+                if status.get("corrupt"):
+                    status = self._repair(status)
+                elif status.get("state") == "running" and not self._own_process_alive(status):
+                    status.update(settle(self, status, returncode=self._exit_code(status)))
                     atomic_write_json(self.status_path, status)
                     after_finish(self, status)
         elif state == "queued" and not status.get("pid"):
             age = time.time() - float(status.get("created") or 0)
             if age > QUEUED_TIMEOUT_S:
                 status = update_status(self.dir, state="failed", ended=time.time(),
-                                        message="the job never started (its starting process ended)")
+                                       message="the job never started (its starting process ended)")
+        return status
+
+    def _own_process_alive(self, status: Mapping[str, Any]) -> bool:
+        return is_job_process(status.get("pid"), status.get("proc_start"), self.id)
+
+    def _exit_code(self, status: Mapping[str, Any]) -> int | None:
+        rc = status.get("returncode")
+        with WATCHERS_LOCK:
+            proc = WATCHERS.get(self.id)
+        if proc is not None and proc.pid == status.get("pid"):  # our child: its exit code
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                rc = proc.wait(timeout=5)
+        return rc
+
+    def _repair(self, status: dict[str, Any]) -> dict[str, Any]:
+        """A status file that cannot be trusted: rebuild it from the job's processes and files."""
+        status = {k: v for k, v in status.items() if k != "corrupt"}
+        alive = self.processes()
+        leaders = [pid for pid in alive if _group_of(pid) == pid] or alive
+        if leaders:
+            status.update(state="running", pid=leaders[0], pgid=leaders[0],
+                          proc_start=proc_start_time(leaders[0]),
+                          message="status.json was corrupt; rebuilt from the running process")
+        else:
+            status["state"] = "running"
+            status.update(settle(self, status, returncode=None))
+            reason = status.get("message") or "settled from its files"
+            status["message"] = f"status.json was corrupt; {reason}"
+        atomic_write_json(self.status_path, status)
         return status
 
     @property

@@ -60,7 +60,7 @@ def ensure_model(config: TrainConfig, *, retrain: bool = False,
     if not retrain and state.is_file() and path.is_file():
         saved = read_card(path).get("config") or {}
         resume = all(saved.get(k) == getattr(config, k) for k in MATCH_KEYS)
-    config = replace(config, resume=resume)
+    config = replace(config, resume=resume, force=True)  # the reproduction owns its models' files
     path.parent.mkdir(parents=True, exist_ok=True)
     emit({"event": "train", "path": str(path), "command": config.command(), "resume": resume})
 

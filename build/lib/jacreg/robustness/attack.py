@@ -87,19 +87,62 @@ def predict_labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).argmax(-1)
 
 
+def _draw(like: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator,
+          normal: bool) -> torch.Tensor:
+    out = (torch.randn if normal else torch.rand)(shape, generator=generator, device=generator.device,
+                                                  dtype=like.dtype)
+    return out.to(like.device)
+
+
+def with_generator(attack: Any, generator: torch.Generator) -> Any:
+    """The foolbox attack, its random draws (PGD's random start, white noise) taken from ``generator``.
+
+    foolbox draws from torch's process-wide generator, which threads share: two curves computed at
+    once (two users of the app) would perturb each other's draws. The draws here follow foolbox's
+    distributions: uniform in the L-inf ball, uniform in the L2 ball (the first n coordinates of a
+    uniform point on the sphere S^(n+1)), Gaussian or uniform noise.
+    """
+    cls = type(attack)
+    names = {c.__name__ for c in cls.__mro__}
+    methods: dict[str, Callable[..., Any]] = {}
+    if "GaussianMixin" in names:
+        methods["sample_noise"] = lambda self, x: ep.astensor(_draw(x.raw, tuple(x.shape), generator, True))
+    elif "UniformMixin" in names:
+        methods["sample_noise"] = lambda self, x: ep.astensor(
+            _draw(x.raw, tuple(x.shape), generator, False) * 2 - 1)
+    if "LinfBaseGradientDescent" in names:
+        methods["get_random_start"] = lambda self, x0, epsilon: x0 + ep.astensor(
+            (_draw(x0.raw, tuple(x0.shape), generator, False) * 2 - 1) * epsilon)
+    elif "L2BaseGradientDescent" in names:
+        def l2_start(self: Any, x0: Any, epsilon: float) -> Any:
+            batch, n = x0.shape[0], int(math.prod(x0.shape[1:]))
+            s = _draw(x0.raw, (batch, n + 2), generator, True)
+            s = s / s.norm(dim=1, keepdim=True)
+            return x0 + ep.astensor(s[:, :n].reshape(x0.shape) * epsilon)
+        methods["get_random_start"] = l2_start
+    if not methods:
+        return attack
+    seeded = object.__new__(type(f"Seeded{cls.__name__}", (cls,), methods))
+    seeded.__dict__.update(attack.__dict__)
+    return seeded
+
+
 def fixed_attack(spec: AttackSpec, params: Mapping[str, Any], fmodel: Any, model: nn.Module,
-                  x0: torch.Tensor, y: torch.Tensor, eps: float, stop: Callable[[], bool],
-                  start: torch.Tensor | None = None,
-                  counter: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 x0: torch.Tensor, y: torch.Tensor, eps: float, stop: Callable[[], bool],
+                 start: torch.Tensor | None = None, counter: list[int] | None = None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attack ``x0`` at one epsilon.
 
     Returns ``(success, candidates)``: the verified success mask, and per sample the adversarial
     (clipped to epsilon) or, where the attack failed, its last iterate. ``start`` replaces the
     random start of an attack that uses one (a warm start inside the epsilon ball). ``counter[0]``
-    is increased by the number of per-sample gradient evaluations.
+    is increased by the number of per-sample gradient evaluations. ``generator`` gives the attack's
+    random draws (:func:`with_generator`).
     """
     fb = foolbox()
     attack = spec.build(**params)
+    if generator is not None:
+        attack = with_generator(attack, generator)
     n = len(x0)
     if isinstance(attack, fb.attacks.gradient_descent_base.BaseGradientDescent):
         tracking_cls = _tracking_class(type(attack))

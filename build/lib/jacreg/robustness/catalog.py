@@ -30,6 +30,10 @@ Kind = Literal["fixed", "minimization"]
 
 #: Images live in [0, 1] (normalisation is inside the model), so these are foolbox's bounds.
 BOUNDS = (0.0, 1.0)
+#: The most iterations an attack may be asked for (steps, binary-search steps, candidates).
+MAX_STEPS = 10_000
+#: The most epsilons a curve may have.
+MAX_EPSILONS = 100
 
 
 def foolbox() -> Any:
@@ -110,9 +114,15 @@ class AttackSpec:
             raise ConfigError(f"attack {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
                               f"its parameters are {', '.join(sorted(known)) or 'none'}")
         kwargs = {**self.defaults, **overrides}
-        for key in ("steps", "binary_search_steps"):
-            if key in kwargs and (not isinstance(kwargs[key], int) or kwargs[key] < 1):
-                raise ConfigError(f"{self.name}: {key} must be a positive integer, got {kwargs[key]!r}")
+        for key in ("steps", "binary_search_steps", "candidates"):
+            value = kwargs.get(key)
+            if key in kwargs and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_STEPS):
+                raise ConfigError(f"{self.name}: {key} must be an integer from 1 to {MAX_STEPS:,}, "
+                                  f"got {value!r:.40}")
+        for key, value in kwargs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{self.name}: {key} must be a finite number, got {value}")
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -228,6 +238,8 @@ def check_epsilons(epsilons: Sequence[float] | float, spec: AttackSpec,
         raise ConfigError(f"epsilons must be numbers, got {epsilons!r}") from None
     if not eps:
         raise ConfigError("give at least one epsilon (e.g. 0,0.05,0.1)")
+    if len(eps) > MAX_EPSILONS:
+        raise ConfigError(f"give at most {MAX_EPSILONS} epsilons, got {len(eps)}")
     bad = [e for e in eps if not math.isfinite(e)]
     if bad:
         raise ConfigError(f"epsilons must be finite numbers, got {bad}")

@@ -25,6 +25,7 @@ from torch import nn
 from ..device import eval_copy
 from ..errors import ConfigError, ShapeError
 from ..events import EventFn, sink
+from ..parsing import check_seed
 from .attack import Stopped, clip_perturbation, distance, fixed_attack, minimization_attack, predict_labels
 from .catalog import BOUNDS, AttackSpec, check_epsilons, foolbox, get_attack
 
@@ -76,7 +77,8 @@ def curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Atta
             (``"batch"``, with the running curve over the samples done so far) and at ``"start"`` /
             ``"done"``. Returning ``False`` stops the run.
         should_stop: polled between batches, epsilons and PGD chunks; True stops the run.
-        seed: seeds the attacks' random starts and noise (the caller's RNG state is restored).
+        seed: seeds this curve's own generator of random starts and noise (torch's global generator
+            is neither used nor changed, so curves computed at once in several threads do not interact).
         warm_start: for an attack with a random start (PGD), start the samples still correct at
             the previous epsilon from their last iterate there (a point inside the new, larger ball
             where the loss is already high) instead of a fresh random point; the first attacked
@@ -143,11 +145,9 @@ def curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Atta
     send({"event": "start", "attack": spec.name, "epsilons": eps, "samples": n, "batches": nb})
 
     fb = foolbox()
-    cuda_devs = []
-    if dev.type == "cuda":
-        cuda_devs = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=cuda_devs):
-        torch.manual_seed(seed)
+    # this curve's own random draws: curves computed at once in other threads do not perturb them
+    generator = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(check_seed(seed))
+    with torch.inference_mode(False), torch.enable_grad():
         fmodel = fb.PyTorchModel(net, bounds=BOUNDS, device=dev)
         for b in range(nb):
             if stop():
@@ -168,7 +168,7 @@ def curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Atta
                                  f"outputs, got labels up to {int(yb.max())}")
             try:
                 out = _attack_batch(spec, attack_kwargs, fmodel, net, xb, yb, logits.argmax(-1) == yb, eps,
-                                    stop, send, b, nb, warm_start, evals)
+                                    stop, send, b, nb, warm_start, evals, generator)
             except Stopped:
                 break
             if out is None:  # stopped inside the batch: drop it
@@ -217,6 +217,7 @@ def _attack_batch(spec: AttackSpec, params: Mapping[str, Any], fmodel: Any, net:
                   xb: torch.Tensor, yb: torch.Tensor, correct0: torch.Tensor, eps: list[float],
                   stop: Callable[[], bool], send: Callable[[dict[str, Any]], None], b: int, nb: int,
                   warm_start: bool = True, evals: list[int] | None = None,
+                  generator: torch.Generator | None = None,
                   ) -> tuple[list[int], list[int], list[int], list[float], list[float]] | None:
     """One batch: (correct count per eps, raw correct per eps, attacked per eps, min eps, L2s)."""
     B, K = len(xb), len(eps)
@@ -265,7 +266,7 @@ def _attack_batch(spec: AttackSpec, params: Mapping[str, Any], fmodel: Any, net:
             if warm_start and spec.gradient and bool(has_last[idx].all()):
                 start = last[idx]
             success, cand = fixed_attack(spec, params, fmodel, net, xb[idx], yb[idx], e, stop, start,
-                                          evals)
+                                         evals, generator)
             succ_full[idx] = success
             last[idx] = cand
             has_last[idx] = True
