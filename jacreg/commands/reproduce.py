@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="test samples for the decision-cell statistics (default 100)")
     p.add_argument("--figure-sample", type=integer(0, MAX_COUNT), default=0,
                    help="test sample at the centre of Fig. 1/S2")
+    p.add_argument("--workers", type=integer(1, 64), default=None,
+                   help="models trained and evaluated at once, each in its own process with its share of the "
+                        "CPU threads (default: one per two logical CPUs, at most 4)")
+    p.add_argument("--no-fashion", dest="fashion", action="store_false",
+                   help="leave out the Fashion-MNIST pair (trained when the data is available)")
     p.add_argument("--retrain", action="store_true", help="train even when a matching checkpoint exists")
     p.add_argument("--reevaluate", action="store_true", help="recompute evaluations stored in the cards")
     p.add_argument("--transfer", default="usps", help="transfer dataset of Table 2 ('none' to skip)")
@@ -65,8 +70,10 @@ def _printer() -> EventFn:
         elif kind == "train-epoch":
             extra = (f", test acc {ev['test_accuracy']:.4f}, ||J||_F {ev['jacobian_norm_mean']:.3f}"
                      if "test_accuracy" in ev else "")
-            print(f"  epoch {ev['epoch']}/{ev['epochs']}: loss {ev['train_loss']:.4f}{extra} "
-                  f"({ev['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            print(f"  {Path(str(ev.get('path', ''))).name} epoch {ev['epoch']}/{ev['epochs']}: "
+                  f"loss {ev['train_loss']:.4f}{extra} ({ev['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        elif kind == "note":
+            print(f"note: {ev['message']}", file=sys.stderr, flush=True)
         elif kind == "stage":
             print(f"  {ev['stage']} ...", file=sys.stderr, flush=True)
         elif kind == "progress" and (now - last["t"] > 10 or ev["done"] == ev["total"]):
@@ -85,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(dataset=args.dataset, zoo=args.zoo, quick=args.quick, seeds=args.seeds, epochs=args.epochs,
                    out=args.out, zoo_dir=args.zoo_dir, device=args.device, samples=args.samples,
                    cell_samples=args.cell_samples, retrain=args.retrain, reevaluate=args.reevaluate,
-                   transfer=args.transfer, data_root=args.data_root, figure_sample=args.figure_sample)
+                   transfer=args.transfer, data_root=args.data_root, figure_sample=args.figure_sample,
+                   fashion=args.fashion, workers=args.workers)
     command = "python -m jacreg reproduce " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and \
         sys.argv[1] == "reproduce" else "python -m jacreg reproduce"
     result = run_reproduction(opts, _printer(), command=command.strip())
     write_json(args.json, result)
-    print_json({k: v for k, v in result.items() if k in ("out", "readme", "seconds", "table2_note")})
+    print_json({k: v for k, v in result.items() if k in ("out", "readme", "seconds", "table2_note",
+                                                         "fashion_note")})
     return 0

@@ -47,7 +47,8 @@ def fig2_png(accuracy: Sequence[Series], jacobian: Sequence[Series], epochs: int
     return png_bytes(fig, dpi=dpi)
 
 
-def fig3_png(panels: Mapping[str, Sequence[Series]], xlabels: Mapping[str, str], dpi: int = 90) -> bytes:
+def fig3_png(panels: Mapping[str, Sequence[Series]], xlabels: Mapping[str, str], dpi: int = 90,
+             title: str = "Fig. 3: robustness to white noise and adversarial perturbations") -> bytes:
     """Fig. 3: accuracy against white noise, FGSM epsilon and PGD iterations, one panel each."""
     fig = new_figure(13, 3.8)
     axes = fig.subplots(1, len(panels))
@@ -58,5 +59,5 @@ def fig3_png(panels: Mapping[str, Sequence[Series]], xlabels: Mapping[str, str],
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Fig. 3: robustness to white noise and adversarial perturbations")
+    fig.suptitle(title)
     return png_bytes(fig, dpi=dpi)

@@ -20,13 +20,20 @@ each model card) and writes the tables and figures (:mod:`~jacreg.reproduce.repo
 from __future__ import annotations
 
 from .driver import resolve_options, run
+from .plan import Run, plan
 from .report import machine, zoo_readme
 from .settings import (
+    CLAIMS,
+    DATASET_EPOCHS,
     DEFAULT_EPOCHS,
+    FASHION,
+    FASHION_KEYS,
     FGSM_EPS_QUOTED,
     FIG1,
     FIG2,
     FIG3,
+    ITERATION_EPOCHS,
+    ITERATION_KEYS,
     MATCH_KEYS,
     NOISE_SIGMA_QUOTED,
     PAPER_TABLE1,
@@ -45,7 +52,13 @@ from .settings import (
 from .zoo import analyse, cell_radii, ensure_model, evaluate_model
 
 __all__ = [
+    "CLAIMS",
+    "DATASET_EPOCHS",
     "DEFAULT_EPOCHS",
+    "FASHION",
+    "FASHION_KEYS",
+    "ITERATION_EPOCHS",
+    "ITERATION_KEYS",
     "FGSM_EPS_QUOTED",
     "FIG1",
     "FIG2",
@@ -54,6 +67,7 @@ __all__ = [
     "NOISE_SIGMA_QUOTED",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
+    "Run",
     "SETTINGS",
     "TABLE1",
     "TABLE2",
@@ -67,6 +81,7 @@ __all__ = [
     "ensure_model",
     "evaluate_model",
     "machine",
+    "plan",
     "quick_spec",
     "resolve_options",
     "run",

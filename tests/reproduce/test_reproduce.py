@@ -12,6 +12,7 @@ import pytest
 from jacreg import reproduce
 from jacreg.checkpoints import read_metadata
 from jacreg.cli import main
+from jacreg.data import is_available
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -25,37 +26,56 @@ def quick_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     out, zoo = root / "out", root / "zoo"
     zoo.mkdir()
     summary = root / "summary.json"
-    code = main(["reproduce", "--quick", "--out", str(out), "--zoo-dir", str(zoo), "--samples", "20",
-                 "--cell-samples", "1", "--device", "cpu", "--json", str(summary)])
+    code = main(["reproduce", "--quick", "--seeds", "2", "--out", str(out), "--zoo-dir", str(zoo),
+                 "--samples", "20", "--cell-samples", "1", "--device", "cpu", "--json", str(summary)])
     assert code == 0
     return out, zoo, json.loads(summary.read_text())
 
 
+def _model(summary: dict, name: str) -> str:
+    """The path of the seed-0 model file ``name`` (e.g. ``lenet-jr.safetensors``)."""
+    return next(m for m in summary["models"] if Path(m).name == name and "seed0" in m)
+
+
+FASHION_HERE = is_available("fashion-mnist", "test")
+
+
 def test_quick_writes_every_output(quick_run) -> None:
     out, zoo, summary = quick_run
-    for name in ("table1.csv", "table1.md", "fig2.png", "fig2.csv", "fig3.png", "fig3.csv", "cells.csv",
-                 "cells.md", "fig1_random.png", "fig_s2_adversarial.png", "report.md"):
+    names = ("table1.csv", "table1.md", "fig2.png", "fig2.csv", "fig3.png", "fig3.csv", "cells.csv",
+             "cells.md", "fig1_random.png", "fig_s2_adversarial.png", "report.md", "claims.csv", "claims.md",
+             "iterations.csv", "iterations.md")
+    for name in names + (("fig3_fashion.png",) if FASHION_HERE else ()):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for name in ("fig2.png", "fig3.png", "fig1_random.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # quick models never land in the zoo folder
     assert not list(zoo.glob("*.safetensors"))
-    assert set(summary["models"]) == set(reproduce.SETTINGS)
+    names = {Path(m).name for m in summary["models"]}
+    studies = {k for k, s in reproduce.SETTINGS.items() if s.role == "study"}
+    assert {f"lenet-{k}.safetensors" for k in set(reproduce.SETTINGS) - studies} <= names
+    assert {n.removeprefix("lenet-").removesuffix(".safetensors") for n in names} & studies == {
+        "fgsm-at-0.1", "jr-0.03"}  # --quick: one study of each kind
+    assert ({"lenet-none-fashion.safetensors", "lenet-jr-fashion.safetensors"} <= names) == FASHION_HERE
+    if not FASHION_HERE:  # never a failure: the summary says how to get the data
+        assert "dataset-fashion-mnist" in summary["fashion_note"]
 
 
 def test_table1_rows_and_columns(quick_run) -> None:
     out, _, _ = quick_run
     rows = _rows(out / "table1.csv")
-    assert [r["model"] for r in rows] == [f"lenet-{k}" for k in reproduce.TABLE1]
+    fashion = [f"lenet-{k}-fashion" for k in reproduce.FASHION_KEYS] if FASHION_HERE else []
+    assert [r["model"] for r in rows] == [f"lenet-{k}" for k in reproduce.TABLE1] + fashion
+    assert all(r["seeds"] == "2" and r["accuracy_std"] != "" for r in rows)  # error bars over the seeds
     for r in rows:
         acc, jn = float(r["accuracy"]), float(r["jacobian_norm"])
         assert 0.0 <= acc <= 1.0 and jn > 0
-        key = r["model"].removeprefix("lenet-")
+        key = r["model"].removeprefix("lenet-").removesuffix("-fashion")
         assert float(r["paper_accuracy"]) == reproduce.PAPER_TABLE1[key][0]
         assert float(r["paper_jacobian_norm"]) == reproduce.PAPER_TABLE1[key][1]
         assert r["test_samples"] == "20"
     md = (out / "table1.md").read_text()
-    assert md.count("\n| ") == len(rows) + 1  # header + one line per regularizer
+    assert md.count("\n| ") == len(rows) + 1  # header + one line per regularizer and dataset
     assert "32.9" in md and "mnist-5k" in md
 
 
@@ -73,13 +93,19 @@ def test_fig2_fig3_and_cells_tables(quick_run) -> None:
                    if r["attack"] == attack and r["model"] == f"lenet-{key}"]
             assert acc == sorted(acc, reverse=True), (attack, key)  # never rises with the budget
     cells = _rows(out / "cells.csv")
-    assert len(cells) == len([k for k in reproduce.SETTINGS if k not in ("jr-exact", "jr-nproj3")])
+    assert [c["model"] for c in cells] == [f"lenet-{k}" for k in reproduce.ZOO]
     assert all(float(c["adversarial_radius_median"]) > 0 for c in cells)
+    claims = _rows(out / "claims.csv")
+    assert [c["model"] for c in claims] == [f"lenet-{k}" for k in reproduce.CLAIMS
+                                            if k in ("none", "l2", "dropout", "jr", "fgsm-at", "jr-fgsm-at",
+                                                     "fgsm-at-0.1", "jr-0.03")]
+    iterations = _rows(out / "iterations.csv")
+    assert [(r["setting"], r["epochs"]) for r in iterations] == [("none", "1"), ("none", "2"), ("none", "3")]
 
 
 def test_cards_and_report(quick_run) -> None:
     out, _, summary = quick_run
-    card = read_metadata(summary["models"]["jr"][0])
+    card = read_metadata(_model(summary, "lenet-jr.safetensors"))
     assert card["config"]["jr"] == 0.01 and card["command"].startswith("python -m jacreg train")
     m = card["metrics"]
     assert m["evaluation"]["samples"] == 20 and "pgd_accuracy_32_255" in m
@@ -92,7 +118,7 @@ def test_cards_and_report(quick_run) -> None:
 
 def test_zoo_mode_reuses_models_and_writes_readme(quick_run) -> None:
     out, zoo, summary = quick_run
-    path = Path(summary["models"]["none"][0])
+    path = Path(_model(summary, "lenet-none.safetensors"))
     before = os.stat(path).st_mtime_ns
     code = main(["reproduce", "--quick", "--zoo", "--out", str(out), "--zoo-dir", str(zoo), "--samples", "20",
                  "--cell-samples", "1", "--device", "cpu"])
