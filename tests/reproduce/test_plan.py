@@ -36,4 +36,5 @@ def test_workers_train_and_evaluate_in_parallel_and_relay_events(tmp_path):
         "lenet-none.safetensors", "lenet-jr.safetensors"}  # from the workers, through the queue
     results = analyse_runs(runs, opts, events.append)
     assert [r["card"]["metrics"]["evaluation"]["samples"] for r in results.values()] == [10, 10]
-    assert list(train_runs(runs, replace(opts, workers=1), events.append).values()) == [False, False]  # reused
+    again = train_runs(runs, replace(opts, workers=1), events.append)
+    assert list(again.values()) == [False, False]  # reused
