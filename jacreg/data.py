@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import importlib.util
 import os
 import urllib.error
 import urllib.request
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .errors import ConfigError, DatasetUnavailable
@@ -82,6 +84,7 @@ class DatasetSpec:
         default_arch: the paper's architecture for it (``"lenet"``, ``"ddnet"``, ``"resnet18"``).
         class_names: label names, index = label.
         offline: True when it is available without a network on every machine.
+        trainable: False for sets of a few test images only (no train split).
     """
 
     name: str
@@ -93,6 +96,7 @@ class DatasetSpec:
     default_arch: str
     class_names: tuple[str, ...]
     offline: bool
+    trainable: bool = True
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -116,12 +120,37 @@ DATASETS: dict[str, DatasetSpec] = {
     "imagenet": DatasetSpec(
         "imagenet", "ImageNet: an ImageFolder tree (train/, val/) under the data root, 224x224 centre crop",
         (3, 224, 224), 1000, IMAGENET_MEAN, IMAGENET_STD, "resnet18", (), False),
+    # 20 test images each that ship inside foolbox's wheel: enough to look at the decision cells of
+    # an uploaded CIFAR or ImageNet model offline, not for accuracy curves with small error bars
+    "mnist-samples": DatasetSpec(
+        "mnist-samples",
+        "20 MNIST test digits that ship with foolbox (offline; test only, wide error bars)",
+        (1, 28, 28), 10, MNIST_MEAN, MNIST_STD, "lenet", _DIGITS, True, False),
+    "fashion-mnist-samples": DatasetSpec(
+        "fashion-mnist-samples",
+        "20 Fashion-MNIST test images that ship with foolbox (offline; test only)",
+        (1, 28, 28), 10, (0.2860,), (0.3530,), "lenet", _FASHION, True, False),
+    "cifar10-samples": DatasetSpec(
+        "cifar10-samples", "20 CIFAR-10 test images that ship with foolbox (offline; test only)",
+        (3, 32, 32), 10, CIFAR_MEAN, CIFAR_STD, "ddnet", _CIFAR10, True, False),
+    "cifar100-samples": DatasetSpec(
+        "cifar100-samples", "20 CIFAR-100 test images that ship with foolbox (offline; test only)",
+        (3, 32, 32), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "ddnet",
+        tuple(str(i) for i in range(100)), True, False),
+    "imagenet-samples": DatasetSpec(
+        "imagenet-samples", "20 ImageNet validation images that ship with foolbox, 224x224 centre crop "
+        "(offline; test only)", (3, 224, 224), 1000, IMAGENET_MEAN, IMAGENET_STD, "resnet18", (), True,
+        False),
 }
+#: The file-name prefix of each sample set in foolbox's ``data`` folder.
+_FOOLBOX_SAMPLES = {"mnist-samples": "mnist", "fashion-mnist-samples": "fashionMNIST",
+                    "cifar10-samples": "cifar10", "cifar100-samples": "cifar100",
+                    "imagenet-samples": "imagenet"}
 
 
-def names() -> list[str]:
-    """Registered dataset names, the offline default first."""
-    return list(DATASETS)
+def names(*, trainable: bool = False) -> list[str]:
+    """Registered dataset names, the offline default first (with ``trainable``: those with a train split)."""
+    return [n for n, spec in DATASETS.items() if spec.trainable or not trainable]
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -134,7 +163,7 @@ def dataset_spec(name: str) -> DatasetSpec:
         spec = DATASETS[name]
     except (KeyError, TypeError):
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(names())}") from None
-    if name == "imagenet":
+    if name in ("imagenet", "imagenet-samples"):
         spec = dataclasses.replace(spec, class_names=_imagenet_class_names())
     return spec
 
@@ -351,6 +380,8 @@ def _arrays(name: str, split: str, root: str) -> tuple[torch.Tensor, torch.Tenso
     """Images (uint8 or float32 NCHW) and int64 labels of a tensor-sized dataset, cached."""
     if name == "mnist-5k":
         return _mnist5k(split)
+    if name in _FOOLBOX_SAMPLES:
+        return _foolbox_samples(name, split)
     path = Path(root)
     if name == "fashion-mnist" and not _torchvision_files_present(name, split, path):
         files = _debian_fashion_files(split)
@@ -370,6 +401,35 @@ def _arrays(name: str, split: str, root: str) -> tuple[torch.Tensor, torch.Tenso
         images = torch.nn.functional.interpolate(images.float().div(255.0), size=(28, 28), mode="bilinear",
                                                  align_corners=False).clamp_(0.0, 1.0)
     return images, labels
+
+
+def _foolbox_samples(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images of a sample set from foolbox's wheel (``<set>_<index>_<label>.png/.jpg``),
+    read without importing foolbox; ImageNet's 512 x 512 images resized to 256 and centre-cropped
+    to 224 as the ImageNet dataset is."""
+    if split != "test":
+        raise ConfigError(f"{name} has 20 test images only: train on another dataset")
+    spec = importlib.util.find_spec("foolbox")
+    folder = Path(next(iter(spec.submodule_search_locations or []), "")) / "data" if spec else None
+    prefix = _FOOLBOX_SAMPLES[name]
+    files = sorted(folder.glob(f"{prefix}_*_*.*")) if folder is not None and folder.is_dir() else []
+    files = [f for f in files if f.stem.split("_")[0] == prefix]
+    if not files:
+        raise DatasetUnavailable(f"{name}: foolbox's sample images are not installed (pip install foolbox)")
+    shape = DATASETS[name].input_shape
+    images, labels = [], []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("L" if shape[0] == 1 else "RGB")
+            if im.size != (shape[2], shape[1]):
+                scale = 256 / min(im.size)
+                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
+                left, top = (im.width - shape[2]) // 2, (im.height - shape[1]) // 2
+                im = im.crop((left, top, left + shape[2], top + shape[1]))
+            a = np.asarray(im, dtype=np.uint8)
+        images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        labels.append(int(f.stem.split("_")[-1]))
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from .adversarial import ATTACKS as ADV_GENERATORS
 from .adversarial import adversarial_examples
 from .checkpoints import save_checkpoint
 from .data import DatasetSpec, dataset_spec, get_dataset, load_dataset
+from .data import names as data_names
 from .device import pick
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
@@ -124,7 +125,9 @@ class TrainConfig:
         """Check every value's type and range; raise ConfigError with the option's name. Returns self."""
         self._check_types()
         architectures.spec(self.arch)
-        dataset_spec(self.dataset)
+        if not dataset_spec(self.dataset).trainable:
+            raise ConfigError(f"--dataset {self.dataset} has a few test images only; train on one of "
+                              f"{', '.join(data_names(trainable=True))}")
         if self.name is not None:
             check_name(self.name)
         check_seed(self.seed, "--seed")

@@ -302,3 +302,26 @@ def test_imagenet_image_folder(tmp_path):
     assert x.shape == (4, 3, 224, 224) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert y.tolist() == [0, 1, 0, 1]  # classes interleaved: the first N samples cover the classes
     assert data.is_available("imagenet", "test", data_root=tmp_path)
+
+
+@pytest.mark.parametrize("name, shape, classes", [
+    ("mnist-samples", (1, 28, 28), 10), ("fashion-mnist-samples", (1, 28, 28), 10),
+    ("cifar10-samples", (3, 32, 32), 10), ("cifar100-samples", (3, 32, 32), 100),
+    ("imagenet-samples", (3, 224, 224), 1000),
+])
+def test_foolbox_sample_sets_load_offline_for_every_input_shape(name, shape, classes):
+    x, y = data.load_dataset(name, "test", limit=8)
+    assert tuple(x.shape) == (8, *shape) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
+    assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < classes
+    assert data.dataset_spec(name).num_classes == classes and not data.dataset_spec(name).trainable
+    assert len(data.load_dataset(name, "test")[0]) == 20
+    with pytest.raises(ConfigError, match="test images only"):
+        data.load_dataset(name, "train")
+    assert name not in data.names(trainable=True) and name in data.names()
+
+
+def test_the_mnist_samples_are_the_first_mnist_test_digits():
+    """foolbox's MNIST samples are the first digits of the MNIST test set (7, 2, 1, 0, 4, ...)."""
+    _, y = data.load_dataset("mnist-samples", "test")
+    assert y[:5].tolist() == [7, 2, 1, 0, 4]

@@ -30,6 +30,9 @@ def test_lr_is_quenched_at_one_and_two_thirds():
     ("adv", "cw", "--adv"), ("adv_eps", 2.0, "--adv-eps"), ("adv_mix", 1.5, "--adv-mix"),
     ("arch", "vgg", "unknown architecture"), ("dataset", "svhn", "svhn"),
     ("out", "model.pt", ".safetensors"), ("device", "tpu:0", "device"),
+    ("dataset", "cifar10-samples", "test images only"), ("epochs", "3", "--epochs must be int"),
+    ("lr", float("nan"), "finite"), ("seed", 2**40, "--seed"), ("name", "a\nb", "control"),
+    ("epochs", 10**9, "--epochs"), ("n_proj", 5000, "--n-proj"),
 ])
 def test_invalid_configs_are_refused_with_the_option_name(field, value, phrase):
     config = TrainConfig(**{field: value, **({"adv": "fgsm"} if field == "adv_eps" else {})})

@@ -39,7 +39,8 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 def _init_form() -> None:
     ss = st.session_state
     ds = ss.get(common.DATASET, DEFAULTS["dataset"])
-    start = {**DEFAULTS, "name": "", "dataset": ds if ds in data.names() else DEFAULTS["dataset"],
+    trainable = data.names(trainable=True)
+    start = {**DEFAULTS, "name": "", "dataset": ds if ds in trainable else DEFAULTS["dataset"],
              "limit_batches": 0, "eval_samples": DEFAULTS["eval_samples"] or 0,
              "device": common.current_device()}
     for f in FORM_FIELDS:
@@ -82,7 +83,7 @@ def _form() -> None:
     top[0].selectbox("Preset (the paper's settings)", list(PRESETS), key=K + "preset", index=None,
                      placeholder="choose a preset...", on_change=_apply_preset,
                      help="Fills in L2, dropout and JR as in the paper's Table 1.")
-    top[1].selectbox("Dataset", data.names(), key=K + "dataset", on_change=_default_arch,
+    top[1].selectbox("Dataset", data.names(trainable=True), key=K + "dataset", on_change=_default_arch,
                      help="mnist-5k works offline; the others are downloaded on first use.")
     top[2].selectbox("Architecture", architectures.names(), key=K + "arch")
     top[3].text_input("Name (optional)", key=K + "name", placeholder="e.g. lenet-jr-long")
