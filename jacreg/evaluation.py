@@ -76,12 +76,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, samples: int | None = None,
                         batch_size: int = 250, device: str = "auto", data_root: str | None = None,
+                        arch: str | None = None,
                         on_batch: Callable[[int], None] | None = None,
                         on_start: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Load a checkpoint safely and evaluate it on the first ``samples`` test images
     (``python -m jacreg eval``).
 
     Args:
+        arch, dataset: for a file without a model card (see :func:`jacreg.checkpoints.load_checkpoint`);
+            ``dataset`` also chooses the test data.
         on_start: called with the number of test samples once they are loaded.
         on_batch: called with the number of samples of each evaluated batch.
 
@@ -94,10 +97,12 @@ def evaluate_checkpoint(path: str | Path, *, dataset: str | None = None, samples
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if samples is not None and samples < 1:
         raise ConfigError("--samples must be at least 1")
-    model, meta = load_checkpoint(path, device=str(pick(device)))
+    model, meta = load_checkpoint(path, arch=arch, dataset=dataset, device=str(pick(device)))
     ds, x, y = load_test_split(meta, dataset=dataset, limit=samples, data_root=data_root)
     if on_start is not None:
         on_start(len(x))
     result = evaluate(model, x, y, batch_size=batch_size, on_batch=on_batch)
     result.update({"checkpoint": str(path), "dataset": ds})
+    if meta.get("inferred"):
+        result["note"] = meta["inferred"]
     return result

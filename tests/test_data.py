@@ -312,8 +312,8 @@ def test_imagenet_image_folder(tmp_path):
 def test_foolbox_sample_sets_load_offline_for_every_input_shape(name, shape, classes):
     x, y = data.load_dataset(name, "test", limit=8)
     assert tuple(x.shape) == (8, *shape) and x.dtype == torch.float32
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.std()) > 0.05
-    assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < classes
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and float(x.std()) > 0.05
+    assert y.dtype == torch.int64 and int(y.min()) >= 0 and int(y.max()) < classes
     assert data.dataset_spec(name).num_classes == classes and not data.dataset_spec(name).trainable
     assert len(data.load_dataset(name, "test")[0]) == 20
     with pytest.raises(ConfigError, match="test images only"):

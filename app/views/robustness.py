@@ -45,17 +45,27 @@ def _uploads_section() -> list[ModelEntry]:
                              help="Loaded safely: tensors only (safetensors, or torch.load with "
                                   "weights_only=True), strict state-dict match, a test forward pass. "
                                   "Kept for this session only.")
-    with st.expander("Architecture and dataset for files without a model card"):
+    with st.expander("Architecture and dataset for files without a model card",
+                     expanded=bool(st.session_state.get(K + "needs_arch"))):
         c1, c2 = st.columns(2)
         arch = c1.selectbox("Architecture", [FROM_FILE, *architectures.names()], key=K + "up_arch")
         ds = c2.selectbox("Dataset", [FROM_FILE, *data.names()], key=K + "up_dataset")
     out = []
+    needs_arch = False
     for f in files or []:
         try:
-            out.append(common.add_upload(f.name, f.getvalue(), None if arch == FROM_FILE else arch,
-                                         None if ds == FROM_FILE else ds))
+            entry = common.add_upload(f.name, f.getvalue(), None if arch == FROM_FILE else arch,
+                                      None if ds == FROM_FILE else ds)
         except JacregError as exc:
+            needs_arch = needs_arch or "choose the architecture" in str(exc)
             st.error(f"**{common.md(f.name)}** was not loaded: {common.md(exc)}", icon=":material/block:")
+            continue
+        out.append(entry)
+        if entry.meta.get("inferred"):
+            st.caption(common.md(str(entry.meta["inferred"]).replace("the uploaded file", f.name)))
+    if needs_arch != bool(st.session_state.get(K + "needs_arch")):
+        st.session_state[K + "needs_arch"] = needs_arch  # the chooser opens (or closes) on the next run
+        st.rerun()
     return out
 
 

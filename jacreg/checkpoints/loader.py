@@ -10,6 +10,7 @@ shape to check that it returns one logit per class.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,9 +18,11 @@ from safetensors.torch import load as st_load
 from torch import nn
 
 from .. import architectures
+from .. import data as datasets
 from .. import device as _device
 from ..errors import CheckpointError, ConfigError
 from .card import resolve_card
+from .matching import Match, describe_matches, match_architectures
 from .reading import DEFAULT_MAX_BYTES, Source, file_hash, read_blob, read_metadata, sniff
 from .torch_files import NORMALIZATION_KEYS, find_state_dict, first_line, normalise_keys, torch_load
 
@@ -118,8 +121,18 @@ def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | N
     else:
         card = {}
         state = find_state_dict(torch_load(data, where), where)
-    meta = resolve_card(card, arch, dataset, num_classes, where, blob.name)
     state = normalise_keys(state, where)
+    inferred = None
+    if arch is None and not card.get("arch"):
+        inferred = _infer_architecture(state, where, dataset)
+        arch = inferred.arch
+        num_classes = num_classes if num_classes is not None else inferred.num_classes
+        dataset = dataset or inferred.dataset
+    meta = resolve_card(card, arch, dataset, num_classes, where, blob.name)
+    if inferred is not None:
+        meta["inferred"] = (f"{where} has no model card: its weights fit {inferred.describe()}, loaded as "
+                            "that (--arch / --dataset, or the architecture and dataset of an upload, "
+                            "override it)")
     with torch.device("meta"):  # shapes only: nothing is allocated before the weights are known to fit
         skeleton = _build(meta, where)
     _complete_normalization(skeleton, state, meta)
@@ -142,6 +155,23 @@ def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | N
     if not card:
         meta["source"] = "file" if blob.from_path else "upload"
     return model.to(dev), meta
+
+
+def _infer_architecture(state: Mapping[str, torch.Tensor], where: str, dataset: str | None) -> Match:
+    """The one registered architecture a card-less file fits, or a CheckpointError in plain words."""
+    matches = match_architectures(state)
+    if dataset is not None:
+        shape = datasets.dataset_spec(dataset).input_shape
+        matches = [replace(m, dataset=dataset) for m in matches if m.input_shape == shape] or matches
+    choose = (f"choose the architecture (--arch / arch=, one of {', '.join(architectures.names())}) and the "
+              "dataset (--dataset / dataset=)")
+    if not matches:
+        raise CheckpointError(f"{where} has no model card and its weights fit none of the registered "
+                              f"architectures: {choose}, or upload the model as ONNX")
+    if len(matches) > 1:
+        raise CheckpointError(f"{where} has no model card and its weights fit several architectures "
+                              f"({describe_matches(matches)}): {choose}")
+    return matches[0]
 
 
 def _build(meta: Mapping[str, Any], where: str) -> architectures.Normalized:

@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also report the full-space distance to the nearest adversarial (foolbox, L2)")
     p.add_argument("--full", action="store_true", help="evaluate every grid point (no refinement)")
     p.add_argument("--dataset", default=None, help="default: the first checkpoint's dataset")
+    p.add_argument("--arch", default=None, help="for files without a model card (default: inferred)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=integer(1, 1 << 20), default=None)
@@ -82,11 +83,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
 
 
-def _load_models(paths: list[str], device: torch.device) -> tuple[list[torch.nn.Module], list[dict[str, Any]],
-                                                                   list[str]]:
+def _load_models(paths: list[str], device: torch.device, arch: str | None,
+                 dataset: str | None) -> tuple[list[torch.nn.Module], list[dict[str, Any]], list[str]]:
     models, metas, names = [], [], []
     for path in paths:
-        model, meta = load_checkpoint(path, device=str(device))
+        model, meta = load_checkpoint(path, arch=arch, dataset=dataset, device=str(device))
+        if meta.get("inferred"):
+            print(f"note: {meta['inferred']}", file=sys.stderr)
         models.append(model)
         metas.append(meta)
         names.append(str(meta.get("name") or Path(path).stem))
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, "npz", "png", "json")
     explicit = parse_indices(args.through, "--through") if args.plane == "samples" and args.through else []
     dev = pick(args.device)
-    models, metas, names = _load_models(args.checkpoints, dev)
+    models, metas, names = _load_models(args.checkpoints, dev, args.arch, args.dataset)
     need = max([args.sample + 2, args.stats - 1] + explicit) + 1
     dataset, x, y = load_test_split(metas[0], dataset=args.dataset, limit=need, data_root=args.data_root)
     if args.sample >= x.shape[0]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..evaluation import evaluate_checkpoint
 from ..training import MAX_COUNT
@@ -15,6 +16,7 @@ HELP = "clean accuracy and mean ||J||_F of a checkpoint"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    parser.add_argument("--arch", default=None, help="for a file without a model card (default: inferred)")
     parser.add_argument("--samples", type=integer(1, MAX_COUNT), default=None,
                         help="first N test samples (default: all)")
     parser.add_argument("--batch-size", type=integer(1, 65536), default=250)
@@ -34,11 +36,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, samples=args.samples,
                                      batch_size=args.batch_size, device=args.device, data_root=args.data_root,
+                                     arch=args.arch,
                                      on_start=on_start,
                                      on_batch=lambda n: progress.update(n) if progress is not None else None)
     finally:
         if progress is not None:
             progress.close()
+    if result.get("note"):
+        print(f"note: {result['note']}", file=sys.stderr)
     write_json(args.json, result)
     print_json(result)
     return 0

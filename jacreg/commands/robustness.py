@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m jacreg robustness``."""
     parser.add_argument("checkpoint", help="a .safetensors (or torch state_dict) checkpoint")
     parser.add_argument("--dataset", default=None, help="test data (default: the checkpoint's dataset)")
+    parser.add_argument("--arch", default=None, help="for a file without a model card (default: inferred)")
     parser.add_argument("--attack", default="pgd", metavar="NAME",
                         help=f"one of {', '.join(names())} (default: pgd)")
     parser.add_argument("--eps", default=None, metavar="E1,E2,...",
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param, spec)
     spec.build(**params)  # every parameter checked before any work
     dev = pick(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=str(dev))
+    model, meta = load_checkpoint(args.checkpoint, arch=args.arch, dataset=args.dataset, device=str(dev))
+    if meta.get("inferred"):
+        print(f"note: {meta['inferred']}", file=sys.stderr)
     ds, x, y = load_test_split(meta, dataset=args.dataset, limit=args.samples, data_root=args.data_root)
     if len(x) < args.samples:
         print(f"note: {ds} has only {len(x)} test samples", file=sys.stderr)

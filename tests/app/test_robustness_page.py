@@ -162,13 +162,19 @@ def test_malicious_upload_is_refused_and_never_runs(zoo, nets, tmp_path):
     assert [r["model"] for r in at.session_state["rob_results"]] == ["lenet-zoo (zoo)"]
 
 
-def test_file_without_a_card_needs_an_architecture(zoo, nets):
+def test_file_without_a_card_is_recognised_or_opens_the_chooser(zoo, nets):
     at = _page()
     bare = st_save({k: v.contiguous() for k, v in nets[1].state_dict().items()})  # weights, no card
     at.file_uploader(key="rob_upload").set_value(("bare.safetensors", bare, "application/octet-stream")).run()
-    assert not at.exception and len(at.error) == 1 and "bare.safetensors" in text(at.error[0])
-    at.selectbox(key="rob_up_arch").set_value("lenet").run()
-    at.selectbox(key="rob_up_dataset").set_value("mnist-5k").run()
     assert not at.exception and not at.error
+    assert any("bare.safetensors has no model card" in text(c) and "lenet" in text(c) for c in at.caption)
     attacking = next(text(m) for m in at.markdown if text(m).startswith("Attacking:"))
     assert "bare" in attacking
+    foreign = st_save({"encoder.weight": torch.zeros(16, 8)})
+    upload = ("foreign.safetensors", foreign, "application/octet-stream")
+    at.file_uploader(key="rob_upload").set_value(upload).run()
+    assert not at.exception and len(at.error) == 1 and "foreign.safetensors" in text(at.error[0])
+    assert "choose the architecture" in text(at.error[0])
+    assert at.session_state["rob_needs_arch"]  # the chooser is open
+    at.selectbox(key="rob_up_arch").set_value("lenet").run()
+    assert not at.exception

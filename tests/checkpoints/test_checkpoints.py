@@ -350,20 +350,38 @@ def test_bad_normalisation_buffer(lenet):
 # Files without a model card
 
 
-def test_cardless_needs_a_choice(lenet, x):
+def test_cardless_registry_weights_are_recognised(lenet, x):
+    """A bare state dict of a registry model loads as the one architecture its keys and shapes fit."""
+    for sd in (lenet.state_dict(), lenet.body.state_dict()):  # with and without the normalisation
+        blob = st_save({k: v.contiguous() for k, v in sd.items()})
+        model, meta = load_checkpoint(blob)
+        with torch.no_grad():
+            assert torch.equal(model(x), lenet(x))
+        assert (meta["arch"], meta["dataset"], meta["input_shape"]) == ("lenet", "mnist-5k", [1, 28, 28])
+        assert "has no model card" in meta["inferred"]
+        assert "lenet with 10 classes on 1x28x28" in meta["inferred"]
+    ddnet = architectures.create("ddnet", num_classes=100)
+    _, meta = load_checkpoint(_torch_bytes(ddnet.body.state_dict()))
+    assert (meta["arch"], meta["num_classes"], meta["input_shape"]) == ("ddnet", 100, [3, 32, 32])
+
+
+def test_cardless_choices_override_and_foreign_weights_get_a_plain_message(lenet):
     blob = st_save({k: v.contiguous() for k, v in lenet.state_dict().items()})
-    with pytest.raises(CheckpointError, match="no model card: choose the architecture"):
-        load_checkpoint(blob)
-    with pytest.raises(CheckpointError, match="choose the dataset"):
-        load_checkpoint(blob, arch="lenet")
+    _, meta = load_checkpoint(blob, arch="lenet", dataset="mnist")
+    assert meta["dataset"] == "mnist" and "inferred" not in meta
+    _, meta = load_checkpoint(blob, dataset="fashion-mnist")  # the dataset chosen, the architecture inferred
+    assert meta["arch"] == "lenet" and meta["dataset"] == "fashion-mnist"
     with pytest.raises(CheckpointError, match="unknown architecture"):
         load_checkpoint(blob, arch="vgg16", num_classes=10)
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_checkpoint(blob, arch="lenet", dataset="svhn")
-    model, meta = load_checkpoint(blob, arch="lenet", dataset="mnist-5k")
-    with torch.no_grad():
-        assert torch.equal(model(x), lenet(x))
-    assert meta["source"] == "upload" and meta["dataset"] == "mnist-5k" and meta["input_shape"] == [1, 28, 28]
+    foreign = st_save({"encoder.weight": torch.zeros(16, 8), "decoder.weight": torch.zeros(8, 16)})
+    with pytest.raises(CheckpointError, match="fit none of the registered architectures.*--arch.*ONNX"):
+        load_checkpoint(foreign)
+    wrong = {k: v.clone() for k, v in lenet.state_dict().items()}
+    wrong["body.classifier.1.weight"] = torch.zeros(120, 399)
+    with pytest.raises(CheckpointError, match="fit none"):
+        load_checkpoint(_torch_bytes(wrong))
 
 
 def test_caller_choice_overrides_card(saved):
