@@ -419,14 +419,14 @@ def _foolbox_samples(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]
     shape = DATASETS[name].input_shape
     images, labels = [], []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert("L" if shape[0] == 1 else "RGB")
-            if im.size != (shape[2], shape[1]):
-                scale = 256 / min(im.size)
-                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
-                left, top = (im.width - shape[2]) // 2, (im.height - shape[1]) // 2
-                im = im.crop((left, top, left + shape[2], top + shape[1]))
-            a = np.asarray(im, dtype=np.uint8)
+        with Image.open(f) as opened:
+            im = opened.convert("L" if shape[0] == 1 else "RGB")
+        if im.size != (shape[2], shape[1]):
+            scale = 256 / min(im.size)
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
+            left, top = (im.width - shape[2]) // 2, (im.height - shape[1]) // 2
+            im = im.crop((left, top, left + shape[2], top + shape[1]))
+        a = np.asarray(im, dtype=np.uint8)
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         labels.append(int(f.stem.split("_")[-1]))
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

@@ -40,11 +40,13 @@ def _test_data(name: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _uploads_section() -> list[ModelEntry]:
     """File uploader; returns the uploaded models that loaded. A refused file shows st.error."""
-    files = st.file_uploader("Add checkpoints (.safetensors, .pt, .pth)", type=["safetensors", "pt", "pth"],
-                             accept_multiple_files=True, key=K + "upload",
+    files = st.file_uploader("Add models (.safetensors, .pt, .pth, .onnx)",
+                             type=["safetensors", "pt", "pth", "onnx"], accept_multiple_files=True,
+                             key=K + "upload",
                              help="Loaded safely: tensors only (safetensors, or torch.load with "
-                                  "weights_only=True), strict state-dict match, a test forward pass. "
-                                  "Kept for this session only.")
+                                  "weights_only=True), strict state-dict match, a test forward pass; ONNX "
+                                  "graphs of any architecture converted to torch (one file, the weights "
+                                  "inside). Kept for this session only.")
     with st.expander("Architecture and dataset for files without a model card",
                      expanded=bool(st.session_state.get(K + "needs_arch"))):
         c1, c2 = st.columns(2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from .. import device as _device
 from ..errors import CheckpointError, ConfigError
 from .card import resolve_card
 from .matching import Match, describe_matches, match_architectures
+from .onnx_models import load_onnx
 from .reading import DEFAULT_MAX_BYTES, Source, file_hash, read_blob, read_metadata, sniff
 from .torch_files import NORMALIZATION_KEYS, find_state_dict, first_line, normalise_keys, torch_load
 
@@ -79,7 +81,7 @@ def _check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
 def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | None = None,
                     num_classes: int | None = None, device: str | torch.device = "cpu",
                     max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint safely: safetensors (with or without a card) or a PyTorch state dict.
+    """Load a model safely: safetensors (with or without a card), a PyTorch state dict, or ONNX.
 
     Never executes code from the file (see the module docstring for every check).
 
@@ -108,7 +110,13 @@ def load_checkpoint(source: Source, *, arch: str | None = None, dataset: str | N
     data, where = blob.data, blob.where
     fmt = sniff(data)
     if fmt == "unknown":
-        raise CheckpointError(f"{where} is not a safetensors or PyTorch checkpoint (unrecognised format)")
+        raise CheckpointError(f"{where} is not a safetensors, PyTorch or ONNX model (unrecognised format)")
+    if fmt == "onnx":
+        folder = Path(str(source)).parent if blob.from_path else None
+        model, meta = load_onnx(data, where, dataset, folder=folder, max_bytes=max_bytes)
+        _check_forward(model, meta, where)
+        meta.update(sha256=file_hash(data), name=meta.get("name") or blob.name)
+        return model.to(dev), meta
     if fmt == "safetensors":
         card = read_metadata(data, where=where)
         try:

@@ -138,14 +138,16 @@ def read_blob(source: Source, max_bytes: int = DEFAULT_MAX_BYTES) -> Blob:
 
 
 def sniff(data: bytes) -> str:
-    """The checkpoint format from magic bytes: ``"safetensors"``, ``"torch-zip"``, ``"torch-pickle"``
-    or ``"unknown"``."""
+    """The checkpoint format from magic bytes: ``"safetensors"``, ``"torch-zip"``, ``"torch-pickle"``,
+    ``"onnx"`` (a protobuf ModelProto starts with field 1, ir_version, a small varint) or ``"unknown"``."""
     if header_length(data[:9]) is not None:
         return "safetensors"
     if data[:4] == b"PK\x03\x04":
         return "torch-zip"
     if data[:1] == b"\x80":
         return "torch-pickle"
+    if len(data) > 2 and data[0] == 0x08 and 1 <= data[1] <= 64:
+        return "onnx"
     return "unknown"
 
 

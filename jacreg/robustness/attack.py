@@ -122,7 +122,7 @@ def with_generator(attack: Any, generator: torch.Generator) -> Any:
         methods["get_random_start"] = l2_start
     if not methods:
         return attack
-    seeded = object.__new__(type(f"Seeded{cls.__name__}", (cls,), methods))
+    seeded: Any = object.__new__(type(f"Seeded{cls.__name__}", (cls,), methods))
     seeded.__dict__.update(attack.__dict__)
     return seeded
 

@@ -270,7 +270,7 @@ def test_truncated_files(lenet, saved):
 def test_garbage_refused(blob):
     if blob[:1] == b"\x80" or blob[:4] == b"PK\x03\x04":
         blob = b"G" + blob
-    with pytest.raises(CheckpointError, match="not a safetensors or PyTorch checkpoint|corrupt"):
+    with pytest.raises(CheckpointError, match="not a safetensors, PyTorch or ONNX model|corrupt"):
         load_checkpoint(blob, arch="lenet", num_classes=10)
 
 

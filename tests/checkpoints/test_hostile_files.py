@@ -126,7 +126,7 @@ def test_messages_never_echo_file_contents(tmp_path):
     link.symlink_to(secret)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(link)
-    assert "TOP-SECRET" not in str(err.value) and "not a safetensors or PyTorch checkpoint" in str(err.value)
+    assert "TOP-SECRET" not in str(err.value) and "not a safetensors, PyTorch or ONNX model" in str(err.value)
 
 
 def test_command_line_paths_are_named_as_paths(tmp_path):
