@@ -8,8 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import streamlit as st  # noqa: E402
+import torch  # noqa: E402
 
 from app import common  # noqa: E402
+from jacreg.device import thread_budget  # noqa: E402
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
@@ -25,6 +27,9 @@ PAGES = [
 
 
 def main() -> None:
+    # the page's computations share the cores with background jobs (each gets its own share)
+    if torch.get_num_threads() != thread_budget("page"):
+        torch.set_num_threads(thread_budget("page"))
     st.set_page_config(page_title="jacreg", page_icon=":material/blur_circular:", layout="wide")
     pages = [st.Page(VIEWS / f, title=t, icon=i, default=(f == "home.py"))
              for f, t, i in PAGES if (VIEWS / f).is_file()]

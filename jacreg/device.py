@@ -7,6 +7,7 @@ the analysis a model in eval mode on the device it asked for, copying only when 
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import nn
@@ -107,3 +108,21 @@ def eval_copy(model: nn.Module, device: str | torch.device | None = None, *,
             if frozen:
                 model.requires_grad_(False)
     return model, dev
+
+
+def thread_budget(kind: str = "job", cores: int | None = None) -> int:
+    """CPU threads for a background job or for the page's computations, so that the two do not
+    oversubscribe the cores: torch's default (all cores in every process) makes two busy processes on
+    two cores 10-100x slower on small batches. A job gets half of the cores (at least one), the page
+    the other half; ``JACREG_THREADS`` overrides both.
+
+    Args:
+        kind: ``"job"`` or ``"page"``.
+        cores: the number of logical CPUs (default: this machine's).
+    """
+    override = os.environ.get("JACREG_THREADS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    n = cores if cores is not None else (os.cpu_count() or 1)
+    half = max(1, n // 2)
+    return half if kind == "job" else max(1, n - half)

@@ -161,7 +161,8 @@ def _parse(data: bytes, where: str, folder: Path | None, max_bytes: int) -> onnx
     if external:
         if folder is None:
             raise CheckpointError(f"{where} keeps its weights in a separate file, which an upload does not "
-                                  "carry: export it as one file (torch.onnx.export(..., external_data=False))")
+                                  "carry: export it as one file "
+                                  "(torch.onnx.export(..., external_data=False))")
         _inline(external, folder, where, max_bytes)
     weights = {t.name for t in model.graph.initializer}
     if not [v for v in model.graph.input if v.name not in weights]:

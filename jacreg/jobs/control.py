@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog
-from ..device import pick
+from ..device import pick, thread_budget
 from ..errors import ConfigError, JacregError
 from ..fileio import atomic_write_json
 from ..training import TrainConfig, check_name
@@ -104,6 +104,9 @@ def _spawn(job: Job, argv: list[str], env: Mapping[str, str] | None, attempt: in
     # the job runs in its own folder: relative locations of the zoo and the runs would move with it
     child_env["JACREG_MODELS_DIR"] = str(catalog.models_dir().absolute())
     child_env["JACREG_RUNS_DIR"] = str(job.dir.parent.absolute())
+    threads = str(thread_budget("job"))  # the page keeps the other cores (set unless the caller chose)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        child_env.setdefault(var, threads)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.setdefault("GIT_PYTHON_REFRESH", "quiet")
     child_env[JOB_ID_ENV] = job.id
