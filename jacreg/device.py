@@ -126,3 +126,59 @@ def thread_budget(kind: str = "job", cores: int | None = None) -> int:
     n = cores if cores is not None else (os.cpu_count() or 1)
     half = max(1, n // 2)
     return half if kind == "job" else max(1, n - half)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, the host's available memory
+    for the CPU (``MemAvailable``), None where it cannot be told."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def bytes_per_sample(model: nn.Module, sample: torch.Tensor) -> int:
+    """Memory one input costs in a forward pass with gradients (an attack's step): the bytes of
+    every module's output for one sample, times three (saved for backward, their gradients, and
+    temporaries), plus the input's own. Measured with forward hooks on one sample, without a graph.
+    """
+    total = [0]
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        for t in outs:
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())] or [model]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * total[0] + 4 * sample[:1].numel() * sample.element_size()
+
+
+def memory_batch(model: nn.Module, sample: torch.Tensor, requested: int, device: torch.device, *,
+                 fraction: float = 0.25) -> int:
+    """The largest batch, at most ``requested``, whose attack fits in ``fraction`` of the free
+    memory of ``device`` (at least 1). ``sample`` is one input on ``device``."""
+    free = free_memory(device)
+    if free is None:
+        return requested
+    per = max(1, bytes_per_sample(model, sample))
+    return max(1, min(requested, int(free * fraction) // per))

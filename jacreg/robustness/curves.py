@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..device import eval_copy
+from ..device import eval_copy, memory_batch
 from ..errors import ConfigError, ShapeError
 from ..events import EventFn, sink
 from ..parsing import check_seed
@@ -55,6 +55,18 @@ def check_data(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         raise ConfigError(f"images must lie in [0, 1] (the attacks' bounds), got values in [{lo:.4g}, "
                           f"{hi:.4g}]; pass unnormalised images: the normalisation belongs inside the model")
     return x, y.long()
+
+
+def _fitted_batch(net: torch.nn.Module, x: torch.Tensor, batch_size: int, dev: torch.device,
+                  notes: list[str]) -> int:
+    """``batch_size``, lowered (with a note) when its attack would not fit in the free memory."""
+    try:
+        fitted = memory_batch(net, x[:1].to(dev), batch_size, dev)
+    except RuntimeError as exc:
+        raise ShapeError(f"the model cannot take images of shape {tuple(x.shape[1:])}: {exc}") from exc
+    if fitted < batch_size:
+        notes.append(f"batch size lowered from {batch_size} to {fitted} to fit in the free memory of {dev}")
+    return fitted
 
 
 def curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | AttackSpec = "pgd",
@@ -119,6 +131,7 @@ def curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Atta
     # A private, frozen copy: foolbox's PyTorchModel moves the model in place, and eagerpy's
     # loss.backward() would accumulate .grad on the caller's parameters.
     net, dev = eval_copy(model, device, frozen=True)
+    batch_size = _fitted_batch(net, x, batch_size, dev, notes)
     emit = sink(on_event)
     stop_flag = [False]
 
