@@ -1,0 +1,569 @@
+"""Reverse-mode rows ``v^T J`` of a network, differentiable in its parameters (Algorithm 1, exact mode).
+
+Algorithm 1 of Hoffman, Roberts & Yaida (2019) needs, per sample, ``v^T J`` -- the gradient of
+``v . logits`` with respect to the input -- as a differentiable function of the parameters; the paper's
+code calls ``autograd.grad(logits, x, v, create_graph=True)``. That graph makes the final
+``loss.backward()`` do work the penalty does not need: the input is a leaf that requires grad, so the
+first convolution's input gradient is formed a second time, for ``x.grad``; and every kernel runs with
+oneDNN's defaults, slow on the first layer's shapes (LeNet': the 6 -> 1 channel transposed convolution
+is the costliest kernel of the step).
+
+:func:`tape_for` runs the network's traced graph (:mod:`jacreg.traced`) forward once and records, for
+each node that depends on the input, a *pullback*: a function from the cotangent of the node's output
+(with a leading dimension K of directions) to the cotangents of its inputs, written with differentiable
+torch operations. :meth:`Tape.rows` runs the pullbacks backwards for any K cotangents, as often as
+needed (exact mode: the C one-hot directions in chunks). The input needs no gradient; convolutions use
+:mod:`jacreg.kernels`; max-pooling, activations and dropout reuse what the forward pass computed
+(indices, outputs, masks). A node without a rule goes through ``torch.func.vjp`` (exact), and a network
+that cannot be traced goes through PyTorch's autograd as a whole (:func:`reverse`).
+
+:func:`rows_on_graph` is the same product on a graph the caller built (``JacobianReg``): one backward
+pass per direction, as the official code does, except that when the input feeds a single convolution
+the pass stops at that convolution's output and the last step uses the faster kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
+from torch.fx import Node
+from torch.fx.node import map_arg
+
+from . import kernels
+from .traced import (
+    NO_TANGENT_ATTRS,
+    NO_TANGENT_METHODS,
+    NotHandled,
+    bind,
+    call,
+    fold,
+    forget,
+    functorch_ok,
+    program_for,
+)
+
+__all__ = ["RowsFn", "Tape", "grad_rows", "reverse", "rows_on_graph", "tape_for"]
+
+RowsFn = Callable[[Tensor], Tensor]  # cotangents (K, B, C) -> rows v_k^T J of shape (K, *input_shape)
+Pullback = Callable[[Tensor], list[tuple[Node, Tensor]]]
+Env = dict[Node, Any]
+
+
+class _Unsupported(Exception):
+    """A node the evaluator cannot take at all (not even generically): the network falls back."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules: forward value and pullback of one node
+# --------------------------------------------------------------------------------------------------
+
+
+def _unary(node: Node, env: Env, active: set[Node]) -> tuple[Node, Tensor]:
+    """The input node and its value for a node whose only input depending on z is its first argument."""
+    if not node.args or not isinstance(node.args[0], Node) or node.args[0] not in active:
+        raise NotHandled
+    others = list(node.args[1:]) + list(node.kwargs.values())
+    if any(isinstance(a, Node) and a in active for a in others):
+        raise NotHandled
+    p = env[node.args[0]]
+    if not isinstance(p, Tensor):
+        raise NotHandled
+    return node.args[0], p
+
+
+def _pointwise(c: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn`` on cotangents that broadcast against primal-shaped tensors; one direction is squeezed
+    first, so that the parameter backward does not reduce over a broadcast dimension."""
+    if c.shape[0] == 1:
+        return fn(c.squeeze(0)).unsqueeze(0)
+    return fn(c)
+
+
+def _conv_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+    src, p = _unary(node, env, active)
+    if (type(mod) is not nn.Conv2d or len(node.args) != 1 or node.kwargs or p.dim() != 4
+            or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+        raise NotHandled
+    conf = (mod.stride, mod.padding, mod.dilation, mod.groups)
+    out = kernels.conv2d(p, mod.weight, mod.bias, *conf)
+    weight, size, shape = mod.weight, (p.shape[2], p.shape[3]), p.shape
+
+    def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
+        g = kernels.conv2d_input_grad(fold(c), weight, size, *conf)
+        return [(src, g.view(c.shape[0], *shape))]
+
+    return out, pull
+
+
+def _linear_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+    src, p = _unary(node, env, active)
+    if len(node.args) != 1 or node.kwargs:
+        raise NotHandled
+    weight = mod.weight
+    return mod(p), lambda c: [(src, c @ weight)]
+
+
+_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
+    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),  # c * (1 - y^2)
+    "sigmoid": (torch.sigmoid, torch.ops.aten.sigmoid_backward),  # c * y * (1 - y)
+    "relu": (torch.relu, lambda c, y: torch.ops.aten.threshold_backward(c, y, 0)),  # c where y > 0
+}
+
+
+def _activation_rule(kind: str) -> Callable[..., tuple[Tensor, Pullback]]:
+    forward, backward = _ACTIVATIONS[kind]
+
+    def rule(target: Any, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+        src, p = _unary(node, env, active)
+        if len(node.args) > 1 or set(node.kwargs) - {"inplace"}:
+            raise NotHandled
+        y = forward(p)  # never in place: the evaluator keeps every value
+        return y, lambda c: [(src, _pointwise(c, lambda u: backward(u, y)))]
+
+    return rule
+
+
+def _two(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
+
+
+def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                ceil_mode: bool) -> tuple[Tensor, Pullback]:
+    """Max pooling; its pullback sends each cotangent to the primal's argmax (scatter), linear in it."""
+    if p.dim() != 4:
+        raise NotHandled
+    ks, st = _two(kernel_size), _two(stride if stride else kernel_size)
+    pad, dil = _two(padding), _two(dilation)
+    out, idx = F.max_pool2d_with_indices(p, ks, st, pad, dil, ceil_mode)
+    shape, held = p.shape, p.detach()
+
+    def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
+        if c.shape[0] == 1:
+            g = torch.ops.aten.max_pool2d_with_indices_backward(c[0], held, ks, st, pad, dil, ceil_mode, idx)
+            return [(src, g.unsqueeze(0))]
+        flat = c.flatten(-2)
+        index = idx.flatten(-2).unsqueeze(0).expand_as(flat)
+        g = flat.new_zeros(*flat.shape[:-1], shape[2] * shape[3]).scatter_add(-1, index, flat)
+        return [(src, g.view(c.shape[0], *shape))]
+
+    return out, pull
+
+
+def _max_pool_module_rule(mod: nn.MaxPool2d, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    if mod.return_indices or len(node.args) != 1 or node.kwargs:
+        raise NotHandled
+    return _max_pool2d(src, p, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode)
+
+
+def _max_pool_function_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    b = bind(node, p, names, lambda n: env[n])
+    if b.get("return_indices", False) or "kernel_size" not in b:
+        raise NotHandled
+    return _max_pool2d(src, p, b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
+                       b.get("ceil_mode", False))
+
+
+def _global_avg_pool_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+    """Adaptive average pooling to 1x1 (ResNet's head); other sizes are generic."""
+    src, p = _unary(node, env, active)
+    if len(node.args) != 1 or node.kwargs or p.dim() != 4 or _two(mod.output_size) != [1, 1]:
+        raise NotHandled
+    shape, area = p.shape, p.shape[2] * p.shape[3]
+    return mod(p), lambda c: [(src, (c / area).expand(c.shape[0], *shape))]
+
+
+def _dropout(src: Node, p: Tensor, prob: float, training: bool) -> tuple[Tensor, Pullback]:
+    if not training or prob == 0.0:
+        return p, lambda c: [(src, c)]
+    if prob == 1.0:
+        return p * 0.0, lambda c: [(src, c * 0.0)]
+    # One mask for the logits and every direction: the Jacobian of the very network that gave the logits.
+    mask = torch.empty_like(p).bernoulli_(1.0 - prob).div_(1.0 - prob)
+    return p * mask, lambda c: [(src, _pointwise(c, lambda u: u * mask))]
+
+
+def _dropout_module_rule(mod: nn.Dropout, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    if len(node.args) != 1 or node.kwargs:
+        raise NotHandled
+    return _dropout(src, p, float(mod.p), mod.training)
+
+
+def _dropout_function_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    b = bind(node, p, ("input", "p", "training", "inplace"), lambda n: env[n])
+    prob, training = b.get("p", 0.5), b.get("training", True)
+    if not isinstance(prob, (int, float)) or not isinstance(training, bool):
+        raise NotHandled
+    return _dropout(src, p, float(prob), training)
+
+
+def _batch_norm_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+    """Batch norm: a per-channel scale with running statistics; with batch statistics (train mode)
+    the pullback of the normalisation, which couples the samples of the batch."""
+    src, p = _unary(node, env, active)
+    if len(node.args) != 1 or node.kwargs or p.dim() < 2:
+        raise NotHandled
+    out = mod(p)  # also updates the running statistics once, as a plain forward pass does
+    shape = (-1, *([1] * (p.dim() - 2)))
+    weight = None if mod.weight is None else mod.weight.view(shape)
+    if not mod.training and mod.running_var is not None:
+        scale = torch.rsqrt(mod.running_var + mod.eps).view(shape)
+        if weight is not None:
+            scale = scale * weight
+        return out, lambda c: [(src, c * scale)]
+    dims = [0, *range(2, p.dim())]
+    inv = torch.rsqrt(p.var(dims, unbiased=False, keepdim=True) + mod.eps)
+    xhat = (p - p.mean(dims, keepdim=True)) * inv
+    cdims = [d + 1 for d in dims]
+
+    def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
+        cw = c if weight is None else c * weight
+        g = (cw - cw.mean(cdims, keepdim=True) - xhat * (cw * xhat).mean(cdims, keepdim=True)) * inv
+        return [(src, g)]
+
+    return out, pull
+
+
+def _reshape_pullback(src: Node, shape: torch.Size) -> Pullback:
+    return lambda c: [(src, c.reshape(c.shape[0], *shape))]
+
+
+def _flatten_module_rule(mod: nn.Flatten, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    if len(node.args) != 1 or node.kwargs:
+        raise NotHandled
+    return mod(p), _reshape_pullback(src, p.shape)
+
+
+def _reshape_rule(target: Any, node: Node, env: Env, active: set[Node]):
+    """flatten / view / reshape / squeeze / unsqueeze / contiguous: the same elements in the same
+    order, so the pullback is a reshape back."""
+    src, p = _unary(node, env, active)
+    out = call(node.op, target, map_arg(node.args, lambda n: env[n]), map_arg(node.kwargs, lambda n: env[n]))
+    if not isinstance(out, Tensor) or out.numel() != p.numel():
+        raise NotHandled
+    return out, _reshape_pullback(src, p.shape)
+
+
+def _identity_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    return mod(p), lambda c: [(src, c)]
+
+
+def _add_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+    """a + b, a - b (also in place in the source): tensors of the output's shape, or constants."""
+    if len(node.args) != 2 or node.kwargs:
+        raise NotHandled
+    sign = -1.0 if fn in (operator.sub, operator.isub, torch.sub) else 1.0
+    a, b = (env[n] if isinstance(n, Node) else n for n in node.args)
+    out = a - b if sign < 0 else a + b
+    parts = []
+    for arg, s in zip(node.args, (1.0, sign), strict=True):
+        if isinstance(arg, Node) and arg in active:
+            if not isinstance(env[arg], Tensor) or env[arg].shape != out.shape:
+                raise NotHandled
+            parts.append((arg, s))
+    return out, lambda c: [(n, c if s > 0 else -c) for n, s in parts]
+
+
+def _scale_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+    """a * s, s * a, a / s with a python number s."""
+    if len(node.args) != 2 or node.kwargs:
+        raise NotHandled
+    a, s = node.args
+    if fn in (operator.mul, operator.imul) and isinstance(a, (int, float)) and isinstance(s, Node):
+        a, s = s, a
+    if not isinstance(a, Node) or a not in active or not isinstance(s, (int, float)) or isinstance(s, bool):
+        raise NotHandled
+    if fn in (operator.truediv, operator.itruediv):
+        return env[a] / s, lambda c: [(a, c / s)]
+    return env[a] * s, lambda c: [(a, c * s)]
+
+
+_MODULE_RULES: dict[type, Callable[..., tuple[Any, Pullback]]] = {
+    nn.Conv2d: _conv_rule, nn.Linear: _linear_rule,
+    nn.Tanh: _activation_rule("tanh"), nn.Sigmoid: _activation_rule("sigmoid"),
+    nn.ReLU: _activation_rule("relu"),
+    nn.MaxPool2d: _max_pool_module_rule, nn.AdaptiveAvgPool2d: _global_avg_pool_rule,
+    nn.Dropout: _dropout_module_rule,
+    nn.BatchNorm1d: _batch_norm_rule, nn.BatchNorm2d: _batch_norm_rule, nn.BatchNorm3d: _batch_norm_rule,
+    nn.Flatten: _flatten_module_rule, nn.Identity: _identity_rule,
+}
+_FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Pullback]]] = {
+    torch.tanh: _activation_rule("tanh"), F.tanh: _activation_rule("tanh"),
+    torch.sigmoid: _activation_rule("sigmoid"), F.sigmoid: _activation_rule("sigmoid"),
+    torch.relu: _activation_rule("relu"), F.relu: _activation_rule("relu"),
+    F.max_pool2d: _max_pool_function_rule, F.dropout: _dropout_function_rule,
+    torch.flatten: _reshape_rule, torch.reshape: _reshape_rule,
+    operator.add: _add_rule, operator.iadd: _add_rule, torch.add: _add_rule,
+    operator.sub: _add_rule, operator.isub: _add_rule, torch.sub: _add_rule,
+    operator.mul: _scale_rule, operator.imul: _scale_rule,
+    operator.truediv: _scale_rule, operator.itruediv: _scale_rule,
+}
+_METHOD_RULES: dict[str, Callable[..., tuple[Any, Pullback]]] = {
+    "tanh": _activation_rule("tanh"), "sigmoid": _activation_rule("sigmoid"),
+    "relu": _activation_rule("relu"),
+    **{m: _reshape_rule for m in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous")},
+}
+
+
+def _generic(op: str, target: Any, node: Node, env: Env, inputs: list[Node]) -> tuple[Any, Pullback]:
+    """Any node with a tensor output, exactly, through torch.func.vjp (vmapped over the K directions)."""
+
+    def fn(*values: Tensor) -> Any:
+        sub = dict(zip(inputs, values, strict=True))
+        args = map_arg(node.args, lambda n: sub.get(n, env[n]))
+        kwargs = map_arg(node.kwargs, lambda n: sub.get(n, env[n]))
+        return call(op, target, args, kwargs)
+
+    out, vjp_fn = torch.func.vjp(fn, *(env[n] for n in inputs))
+    if not isinstance(out, Tensor):
+        raise _Unsupported(f"{node.format_node()} does not return a tensor")
+
+    def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
+        if c.shape[0] == 1:
+            grads = [g.unsqueeze(0) for g in vjp_fn(c[0])]
+        else:
+            grads = list(torch.func.vmap(vjp_fn)(c))
+        return list(zip(inputs, grads, strict=True))
+
+    return out, pull
+
+
+# --------------------------------------------------------------------------------------------------
+# The tape
+# --------------------------------------------------------------------------------------------------
+
+
+class Tape:
+    """One forward pass of a traced network, ready to give ``v^T J`` for any cotangents ``v``."""
+
+    def __init__(self, logits: Any, out: Node | None, source: Node, steps: list[tuple[Node, Pullback]],
+                 z: Tensor) -> None:
+        self.logits = logits
+        self._out, self._source, self._steps, self._z = out, source, steps, z
+
+    def rows(self, cotangents: Tensor) -> Tensor:
+        """``cotangents[k]^T J`` for each k: shape (K, *z.shape); differentiable in the parameters."""
+        k = cotangents.shape[0]
+        if self._out is None:  # the output does not depend on the input: J = 0
+            return self._z.new_zeros((k, *self._z.shape))
+        cots: dict[Node, Tensor] = {self._out: cotangents}
+        for node, pull in reversed(self._steps):
+            c = cots.pop(node, None)
+            if c is None:
+                continue
+            for src, g in pull(c):
+                prev = cots.get(src)
+                cots[src] = g if prev is None else prev + g
+        rows = cots.get(self._source)
+        return self._z.new_zeros((k, *self._z.shape)) if rows is None else rows
+
+
+class _ReverseProgram:
+    """The traced graph of a network, evaluated forward with a pullback recorded per node."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.nodes = nodes
+
+    def __call__(self, root: nn.Module, z: Tensor) -> Tape:
+        env: Env = {}
+        active: set[Node] = set()
+        steps: list[tuple[Node, Pullback]] = []
+        source: Node | None = None
+        for node in self.nodes:
+            if node.op == "placeholder":
+                if source is None:
+                    env[node], source = z, node
+                    active.add(node)
+                elif node.args:  # an optional argument left at its default
+                    env[node] = node.args[0]
+                else:
+                    raise _Unsupported("a forward with several required inputs")
+            elif node.op == "get_attr":
+                value: Any = root
+                for part in str(node.target).split("."):
+                    value = getattr(value, part)
+                env[node] = value
+            elif node.op == "output":
+                out = node.args[0]
+                if not isinstance(out, Node) or source is None:
+                    raise _Unsupported("a forward that does not return one tensor")
+                return Tape(env[out], out if out in active else None, source, steps, z)
+            else:
+                self._eval(root, node, env, active, steps)
+        raise _Unsupported("no output")
+
+    @staticmethod
+    def _eval(root: nn.Module, node: Node, env: Env, active: set[Node],
+              steps: list[tuple[Node, Pullback]]) -> None:
+        op = node.op
+        target = root.get_submodule(str(node.target)) if op == "call_module" else node.target
+        inputs = [n for n in node.all_input_nodes if n in active]
+        if (not inputs or (op == "call_method" and target in NO_TANGENT_METHODS)
+                or (target is getattr and len(node.args) == 2 and node.args[1] in NO_TANGENT_ATTRS)):
+            args, kwargs = map_arg(node.args, lambda n: env[n]), map_arg(node.kwargs, lambda n: env[n])
+            env[node] = call(op, target, args, kwargs)
+            return
+        if op == "call_module":
+            rule = _MODULE_RULES.get(type(target))
+        elif op == "call_method":
+            rule = _METHOD_RULES.get(target)
+        else:
+            try:
+                rule = _FUNCTION_RULES.get(target)
+            except TypeError:  # an unhashable callable
+                rule = None
+        result = None
+        if rule is not None:
+            with contextlib.suppress(NotHandled):
+                result = rule(target, node, env, active)
+        if result is None:
+            result = _generic(op, target, node, env, inputs)
+        env[node] = result[0]
+        active.add(node)
+        steps.append((node, result[1]))
+
+
+def tape_for(body: Any, z: Tensor) -> Tape | None:
+    """One forward pass of ``body`` at ``z`` on the fast path, or None (untraceable network: use
+    :func:`reverse`). A rule that fails marks the network for the general path, with a warning."""
+    program = program_for(body, "reverse", _ReverseProgram)
+    if program is None:
+        return None
+    try:
+        return program(body, z)
+    except Exception as exc:  # a rule bug or an unusual layer: the general path decides
+        forget(body, "reverse")
+        if not isinstance(exc, _Unsupported):
+            warnings.warn(f"jacreg: fast reverse-mode path failed for {type(body).__name__} ({exc}); using "
+                          "autograd", RuntimeWarning, stacklevel=3)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The general path: autograd (or torch.func) on the network as a whole
+# --------------------------------------------------------------------------------------------------
+
+# Networks that torch.func cannot transform (e.g. batch norm updating its running statistics in place).
+_NO_FUNC: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def grad_rows(logits: Tensor, x: Tensor, cotangents: Tensor, create_graph: bool = True) -> Tensor | None:
+    """``cotangents[k]^T J`` on an existing graph, one backward pass per direction: (K, *x.shape).
+
+    None when the logits do not depend on ``x``.
+    """
+    parts = [torch.autograd.grad(logits, x, c, retain_graph=True, create_graph=create_graph,
+                                 allow_unused=True)[0] for c in cotangents]
+    return None if parts[0] is None else torch.stack(parts)
+
+
+def _vjp_rows(vjp_fn: Callable[[Tensor], tuple[Tensor, ...]], cotangents: Tensor) -> Tensor:
+    """``vjp_fn`` applied to each ``cotangents[k]``: shape (K, *input_shape). Vectorised with vmap."""
+    if cotangents.shape[0] == 1:
+        return vjp_fn(cotangents[0])[0].unsqueeze(0)
+    try:
+        return torch.func.vmap(vjp_fn)(cotangents)[0]
+    except (RuntimeError, NotImplementedError):  # an op without a batching rule: loop instead
+        return torch.stack([vjp_fn(c)[0] for c in cotangents])
+
+
+def reverse(body: Callable[[Tensor], Tensor], z: Tensor, *, create_graph: bool) -> tuple[Any, RowsFn]:
+    """One forward pass of ``body`` at ``z``: (logits, function giving v^T J for cotangent batches).
+
+    torch.func.vjp + vmap where torch.func can transform the network; autograd otherwise (batch norm
+    updating its statistics, DataParallel/DDP). With ``create_graph`` the rows stay differentiable
+    with respect to the parameters.
+    """
+    key = body if isinstance(body, nn.Module) else None
+    if functorch_ok(body) and (key is None or key not in _NO_FUNC):
+        try:
+            logits, vjp_fn = torch.func.vjp(body, z)
+        except RuntimeError:  # e.g. in-place buffer updates; autograd below re-raises a genuine error
+            if key is not None:
+                _NO_FUNC.add(key)
+        else:
+            return logits, lambda cot: _vjp_rows(vjp_fn, cot)
+    zz = z if z.requires_grad else z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = body(zz)
+
+    def rows(cotangents: Tensor) -> Tensor:
+        r = None
+        if isinstance(logits, Tensor) and logits.requires_grad:
+            with torch.enable_grad():
+                r = grad_rows(logits, zz, cotangents, create_graph=create_graph)
+        return zz.new_zeros((cotangents.shape[0], *zz.shape)) if r is None else r
+
+    return logits, rows
+
+
+# --------------------------------------------------------------------------------------------------
+# An existing graph (JacobianReg): stop at the first convolution
+# --------------------------------------------------------------------------------------------------
+
+
+def _first_conv(logits: Tensor, x: Tensor) -> tuple[Any, Tensor, tuple] | None:
+    """The autograd node of the one 2-D convolution that consumes ``x``, its weight and configuration,
+    when ``x`` feeds nothing else; None otherwise."""
+    edge = get_gradient_edge(x)
+    consumers: list[Any] = []
+    seen: set[Any] = set()
+    stack = [logits.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for nxt, nr in node.next_functions:
+            if nxt is edge.node and nr == edge.output_nr:
+                consumers.append((node, node.next_functions.index((nxt, nr))))
+            elif nxt is not None:
+                stack.append(nxt)
+    if len(consumers) != 1 or consumers[0][1] != 0:
+        return None
+    if type(consumers[0][0]).__name__ != "ConvolutionBackward0":
+        return None
+    node = consumers[0][0]
+    try:
+        weight, transposed = node._saved_weight, node._saved_transposed
+        conf = (tuple(node._saved_stride), tuple(node._saved_padding), tuple(node._saved_dilation),
+                int(node._saved_groups))
+    except (AttributeError, RuntimeError):
+        return None
+    if transposed or weight.dim() != 4 or x.dim() != 4:
+        return None
+    return node, weight, conf
+
+
+def rows_on_graph(logits: Tensor, x: Tensor, cotangents: Tensor) -> Tensor | None:
+    """``cotangents[k]^T J`` with J = d logits / d x on the caller's graph, differentiable
+    (``create_graph``): shape (K, *x.shape), or None when the logits do not depend on ``x``.
+
+    One backward pass per direction; when ``x`` feeds a single convolution the passes stop at its
+    output and the convolution's input gradient is formed once for all directions, with the kernels of
+    :mod:`jacreg.kernels`. The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
+    """
+    first = _first_conv(logits, x) if x.requires_grad else None
+    if first is None:
+        return grad_rows(logits, x, cotangents)
+    node, weight, conf = first
+    out = GradientEdge(node, 0)
+    parts = [torch.autograd.grad(logits, out, c, retain_graph=True, create_graph=True)[0] for c in cotangents]
+    g = torch.stack(parts)
+    rows = kernels.conv2d_input_grad(fold(g), weight, x.shape[2:], *conf)
+    return rows.view(g.shape[0], *x.shape)
