@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from jacreg import regularizer  # noqa: E402
+from jacreg import forward_mode  # noqa: E402
 from jacreg.architectures import create, split_normalization  # noqa: E402
 from jacreg.device import describe, pick  # noqa: E402
 from jacreg.regularizer import JacobianReg, jacobian_penalty  # noqa: E402
@@ -114,7 +114,7 @@ def make_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
     def torch_forward_ad(net: nn.Module) -> torch.Tensor:
         normalize, body = split_normalization(net)
         z = normalize(x)
-        logits, tan = regularizer._jvp_generic(body, z, torch.randn(1, *z.shape, device=z.device))
+        logits, tan = forward_mode.jvp_generic(body, z, torch.randn(1, *z.shape, device=z.device))
         return F.cross_entropy(logits, y) + LAMBDA_JR * 0.5 * tan.pow(2).sum() / z.shape[0]
 
     return {

@@ -29,8 +29,8 @@ __all__ = ["check_input", "check_logits", "check_n_proj", "one_hots", "penalty_e
 Body = Callable[[Tensor], Tensor]
 
 # Reverse-mode rows (directions x samples) evaluated in one pass: exact mode takes the C one-hot
-# directions in chunks of at most this many rows (LeNet', batch 100: 5 classes at a time).
-_MAX_ROWS = 500
+# directions in chunks of at most this many rows (LeNet', batch 100: 2 classes at a time).
+_MAX_ROWS = 256
 
 
 def check_n_proj(n_proj: Any) -> int:

@@ -38,6 +38,7 @@ from .traced import (
     NO_TANGENT_ATTRS,
     NO_TANGENT_METHODS,
     NotHandled,
+    activations_before_max_pool,
     bind,
     call,
     fold,
@@ -119,35 +120,46 @@ def _activation_rule(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]):
     return rule
 
 
+_ACTIVATIONS: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
+    "tanh": _tanh, "sigmoid": _sigmoid, "relu": _relu}
+
+
 def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                ceil_mode: bool) -> tuple[Tensor, Tensor]:
-    """Max pooling's tangent: the tangent read at the primal's argmax (the same indices)."""
+                ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Tensor]:
+    """Max pooling's tangent: the tangent read at the primal's argmax (the same indices). With
+    ``activation`` (applied before the pooling in the network, see
+    :func:`jacreg.traced.activations_before_max_pool`) it is applied after, to the pooled values."""
     if p.dim() != 4:
         raise NotHandled
     out, idx = F.max_pool2d_with_indices(p, kernel_size, stride if stride else kernel_size, padding, dilation,
                                          ceil_mode)
     k, index = t.shape[0], idx.flatten(-2)
     if k == 1:
-        return out, t.squeeze(0).flatten(-2).gather(-1, index).view(1, *out.shape)
-    gathered = t.flatten(-2).gather(-1, index.unsqueeze(0).expand(k, -1, -1, -1))
-    return out, gathered.view(k, *out.shape)
+        tan = t.squeeze(0).flatten(-2).gather(-1, index).view(1, *out.shape)
+    else:
+        tan = t.flatten(-2).gather(-1, index.unsqueeze(0).expand(k, -1, -1, -1)).view(k, *out.shape)
+    if activation is not None:
+        return _ACTIVATIONS[activation](out, tan)
+    return out, tan
 
 
-def _max_pool_module_rule(mod: nn.MaxPool2d, node: Node, env: Env):
-    p, t = _unary(node, env)
-    if mod.return_indices or len(node.args) != 1 or node.kwargs:
-        raise NotHandled
-    return _max_pool2d(p, t, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode)
-
-
-def _max_pool_function_rule(fn: Any, node: Node, env: Env):
-    p, t = _unary(node, env)
+def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
+    """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
+    if isinstance(target, nn.MaxPool2d):
+        if target.return_indices or len(node.args) != 1 or node.kwargs:
+            raise NotHandled
+        return target.kernel_size, target.stride, target.padding, target.dilation, target.ceil_mode
     names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-    bound = bind(node, p, names, lambda n: env[n][0])
-    if bound.get("return_indices", False) or "kernel_size" not in bound:
+    b = bind(node, p, names, lambda n: env[n][0])
+    if b.get("return_indices", False) or "kernel_size" not in b:
         raise NotHandled
-    return _max_pool2d(p, t, bound["kernel_size"], bound.get("stride"), bound.get("padding", 0),
-                       bound.get("dilation", 1), bound.get("ceil_mode", False))
+    return (b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
+            b.get("ceil_mode", False))
+
+
+def _max_pool_rule(target: Any, node: Node, env: Env) -> tuple[Tensor, Tensor]:
+    p, t = _unary(node, env)
+    return _max_pool2d(p, t, *_pool_arguments(target, node, env, p))
 
 
 def _linear_module_rule(mod: nn.Module, node: Node, env: Env):
@@ -282,7 +294,7 @@ _MODULE_RULES: dict[type, Callable[..., tuple[Any, Any]]] = {
     nn.Linear: _linear_rule,
     nn.Tanh: _activation_rule(_tanh), nn.Sigmoid: _activation_rule(_sigmoid),
     nn.ReLU: _activation_rule(_relu),
-    nn.MaxPool2d: _max_pool_module_rule,
+    nn.MaxPool2d: _max_pool_rule,
     nn.AvgPool1d: _linear_module_rule, nn.AvgPool2d: _linear_module_rule, nn.AvgPool3d: _linear_module_rule,
     nn.AdaptiveAvgPool1d: _linear_module_rule, nn.AdaptiveAvgPool2d: _linear_module_rule,
     nn.AdaptiveAvgPool3d: _linear_module_rule,
@@ -296,7 +308,7 @@ _FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Any]]] = {
     torch.tanh: _activation_rule(_tanh), F.tanh: _activation_rule(_tanh),
     torch.sigmoid: _activation_rule(_sigmoid), F.sigmoid: _activation_rule(_sigmoid),
     torch.relu: _activation_rule(_relu), F.relu: _activation_rule(_relu),
-    F.max_pool2d: _max_pool_function_rule,
+    F.max_pool2d: _max_pool_rule,
     F.dropout: _dropout_function_rule,
     torch.flatten: _flatten_function_rule,
     operator.add: _add_rule, operator.iadd: _add_rule, torch.add: _add_rule,
@@ -315,10 +327,14 @@ class _DualProgram:
 
     def __init__(self, nodes: list[Node]) -> None:
         self.nodes = nodes
+        self._fusable: dict[Node, str] | None = None
 
     def __call__(self, root: nn.Module, z: Tensor, tangents: Tensor) -> tuple[Any, Any]:
         env: Env = {}
         first = True
+        if self._fusable is None:
+            self._fusable = activations_before_max_pool(root, self.nodes)
+        fusions, deferred = self._fusable, {}
         for node in self.nodes:
             if node.op == "placeholder":
                 if first:
@@ -337,6 +353,19 @@ class _DualProgram:
                 if not isinstance(out, Node):
                     raise NotHandled
                 return env[out]
+            elif node in fusions and env[node.args[0]][1] is not None:
+                env[node] = env[node.args[0]]  # the pre-activation, until the pooling
+                deferred[node] = fusions[node]
+            elif node.args and node.args[0] in deferred:
+                act = node.args[0]
+                target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
+                p, t = env[act]
+                try:
+                    env[node] = _max_pool2d(p, t, *_pool_arguments(target, node, env, p),
+                                            activation=deferred.pop(act))
+                except NotHandled:  # apply the activation after all, then the pooling as usual
+                    env[act] = _ACTIVATIONS[fusions[act]](p, t)
+                    env[node] = self._eval(root, node, env, tangents.shape[0])
             else:
                 env[node] = self._eval(root, node, env, tangents.shape[0])
         raise NotHandled

@@ -43,6 +43,7 @@ from .traced import (
     NO_TANGENT_ATTRS,
     NO_TANGENT_METHODS,
     NotHandled,
+    activations_before_max_pool,
     bind,
     call,
     fold,
@@ -112,10 +113,63 @@ def _linear_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tup
     return mod(p), lambda c: [(src, c @ weight)]
 
 
+def _summed_to(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` summed over its leading dimensions beyond ``like``'s (the directions K)."""
+    return t.sum(tuple(range(t.dim() - like.dim()))) if t.dim() > like.dim() else t
+
+
+class _TanhPullback(torch.autograd.Function):
+    """``c * (1 - y^2)`` for ``y = tanh(p)``, with a backward that forms only what is needed: the
+    cotangent's derivative (the same map) and the output's, ``-2 y c gg``, summed over directions."""
+
+    @staticmethod
+    def forward(ctx, c: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(c, y)
+        return torch.ops.aten.tanh_backward(c, y)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):  # type: ignore[override]
+        c, y = ctx.saved_tensors
+        dc = _TanhPullback.apply(gg, y) if ctx.needs_input_grad[0] else None
+        dy = _summed_to(c * gg, y) * y * -2.0 if ctx.needs_input_grad[1] else None
+        return dc, dy
+
+
+class _SigmoidPullback(torch.autograd.Function):
+    """``c * y * (1 - y)`` for ``y = sigmoid(p)``; the output's derivative is ``c gg (1 - 2 y)``."""
+
+    @staticmethod
+    def forward(ctx, c: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(c, y)
+        return torch.ops.aten.sigmoid_backward(c, y)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):  # type: ignore[override]
+        c, y = ctx.saved_tensors
+        dc = _SigmoidPullback.apply(gg, y) if ctx.needs_input_grad[0] else None
+        dy = _summed_to(c * gg, y) * (1.0 - 2.0 * y) if ctx.needs_input_grad[1] else None
+        return dc, dy
+
+
+class _ReluPullback(torch.autograd.Function):
+    """``c`` where ``y > 0``: piecewise constant in ``y``, so no derivative with respect to it (autograd's
+    own double backward would fill and add a zero tensor of the activation's size)."""
+
+    @staticmethod
+    def forward(ctx, c: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(y)
+        return torch.ops.aten.threshold_backward(c, y, 0)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return (_ReluPullback.apply(gg, y) if ctx.needs_input_grad[0] else None), None
+
+
 _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
-    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),  # c * (1 - y^2)
-    "sigmoid": (torch.sigmoid, torch.ops.aten.sigmoid_backward),  # c * y * (1 - y)
-    "relu": (torch.relu, lambda c, y: torch.ops.aten.threshold_backward(c, y, 0)),  # c where y > 0
+    "tanh": (torch.tanh, _TanhPullback.apply),
+    "sigmoid": (torch.sigmoid, _SigmoidPullback.apply),
+    "relu": (torch.relu, _ReluPullback.apply),
 }
 
 
@@ -137,16 +191,29 @@ def _two(v: Any) -> list[int]:
 
 
 def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                ceil_mode: bool) -> tuple[Tensor, Pullback]:
-    """Max pooling; its pullback sends each cotangent to the primal's argmax (scatter), linear in it."""
+                ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Pullback]:
+    """Max pooling; its pullback sends each cotangent to the primal's argmax (scatter), linear in it.
+
+    With ``activation`` (a monotone tanh, sigmoid or ReLU applied before the pooling in the network),
+    ``pool(act(p)) = act(pool(p))`` exactly, argmax included, so the activation and its pullback run on
+    the pooled tensor, a quarter of the size for 2x2 windows.
+    """
     if p.dim() != 4:
         raise NotHandled
     ks, st = _two(kernel_size), _two(stride if stride else kernel_size)
     pad, dil = _two(padding), _two(dilation)
     out, idx = F.max_pool2d_with_indices(p, ks, st, pad, dil, ceil_mode)
     shape, held = p.shape, p.detach()
+    pre = None
+    if activation is not None:
+        forward, backward = _ACTIVATIONS[activation]
+        y = forward(out)
+        pre = lambda c: _pointwise(c, lambda u: backward(u, y))  # noqa: E731
+        out = y
 
     def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
+        if pre is not None:
+            c = pre(c)
         if c.shape[0] == 1:
             g = torch.ops.aten.max_pool2d_with_indices_backward(c[0], held, ks, st, pad, dil, ceil_mode, idx)
             return [(src, g.unsqueeze(0))]
@@ -158,21 +225,23 @@ def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: An
     return out, pull
 
 
-def _max_pool_module_rule(mod: nn.MaxPool2d, node: Node, env: Env, active: set[Node]):
-    src, p = _unary(node, env, active)
-    if mod.return_indices or len(node.args) != 1 or node.kwargs:
-        raise NotHandled
-    return _max_pool2d(src, p, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode)
-
-
-def _max_pool_function_rule(fn: Any, node: Node, env: Env, active: set[Node]):
-    src, p = _unary(node, env, active)
+def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
+    """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
+    if isinstance(target, nn.MaxPool2d):
+        if target.return_indices or len(node.args) != 1 or node.kwargs:
+            raise NotHandled
+        return target.kernel_size, target.stride, target.padding, target.dilation, target.ceil_mode
     names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
     b = bind(node, p, names, lambda n: env[n])
     if b.get("return_indices", False) or "kernel_size" not in b:
         raise NotHandled
-    return _max_pool2d(src, p, b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
-                       b.get("ceil_mode", False))
+    return (b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
+            b.get("ceil_mode", False))
+
+
+def _max_pool_rule(target: Any, node: Node, env: Env, active: set[Node]):
+    src, p = _unary(node, env, active)
+    return _max_pool2d(src, p, *_pool_arguments(target, node, env, p))
 
 
 def _global_avg_pool_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
@@ -297,7 +366,7 @@ _MODULE_RULES: dict[type, Callable[..., tuple[Any, Pullback]]] = {
     nn.Conv2d: _conv_rule, nn.Linear: _linear_rule,
     nn.Tanh: _activation_rule("tanh"), nn.Sigmoid: _activation_rule("sigmoid"),
     nn.ReLU: _activation_rule("relu"),
-    nn.MaxPool2d: _max_pool_module_rule, nn.AdaptiveAvgPool2d: _global_avg_pool_rule,
+    nn.MaxPool2d: _max_pool_rule, nn.AdaptiveAvgPool2d: _global_avg_pool_rule,
     nn.Dropout: _dropout_module_rule,
     nn.BatchNorm1d: _batch_norm_rule, nn.BatchNorm2d: _batch_norm_rule, nn.BatchNorm3d: _batch_norm_rule,
     nn.Flatten: _flatten_module_rule, nn.Identity: _identity_rule,
@@ -306,7 +375,7 @@ _FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Pullback]]] = {
     torch.tanh: _activation_rule("tanh"), F.tanh: _activation_rule("tanh"),
     torch.sigmoid: _activation_rule("sigmoid"), F.sigmoid: _activation_rule("sigmoid"),
     torch.relu: _activation_rule("relu"), F.relu: _activation_rule("relu"),
-    F.max_pool2d: _max_pool_function_rule, F.dropout: _dropout_function_rule,
+    F.max_pool2d: _max_pool_rule, F.dropout: _dropout_function_rule,
     torch.flatten: _reshape_rule, torch.reshape: _reshape_rule,
     operator.add: _add_rule, operator.iadd: _add_rule, torch.add: _add_rule,
     operator.sub: _add_rule, operator.isub: _add_rule, torch.sub: _add_rule,
@@ -357,7 +426,18 @@ class Tape:
         self._out, self._source, self._steps, self._z = out, source, steps, z
 
     def rows(self, cotangents: Tensor) -> Tensor:
-        """``cotangents[k]^T J`` for each k: shape (K, *z.shape); differentiable in the parameters."""
+        """``cotangents[k]^T J`` for each k: shape (K, *z.shape); differentiable in the parameters.
+
+        On the CPU the directions go through the network one at a time: batch-sized kernels stay in
+        cache, and the pullbacks of activations and pooling need no broadcasting over directions
+        (LeNet' exact mode: about 1.2x faster than two directions at a time). On a GPU they go
+        together, as more samples.
+        """
+        if cotangents.shape[0] > 1 and self._z.device.type == "cpu":
+            return torch.stack([self._rows(c.unsqueeze(0))[0] for c in cotangents])
+        return self._rows(cotangents)
+
+    def _rows(self, cotangents: Tensor) -> Tensor:
         k = cotangents.shape[0]
         if self._out is None:  # the output does not depend on the input: J = 0
             return self._z.new_zeros((k, *self._z.shape))
@@ -378,12 +458,19 @@ class _ReverseProgram:
 
     def __init__(self, nodes: list[Node]) -> None:
         self.nodes = nodes
+        self._fusable: dict[Node, str] | None = None
+
+    def _fusions(self, root: nn.Module) -> dict[Node, str]:
+        if self._fusable is None:
+            self._fusable = activations_before_max_pool(root, self.nodes)
+        return self._fusable
 
     def __call__(self, root: nn.Module, z: Tensor) -> Tape:
         env: Env = {}
         active: set[Node] = set()
         steps: list[tuple[Node, Pullback]] = []
         source: Node | None = None
+        fusions, deferred = self._fusions(root), {}
         for node in self.nodes:
             if node.op == "placeholder":
                 if source is None:
@@ -403,6 +490,25 @@ class _ReverseProgram:
                 if not isinstance(out, Node) or source is None:
                     raise _Unsupported("a forward that does not return one tensor")
                 return Tape(env[out], out if out in active else None, source, steps, z)
+            elif node in fusions and node.args[0] in active:
+                env[node] = env[node.args[0]]  # the pre-activation, until the pooling
+                deferred[node] = fusions[node]
+                active.add(node)
+            elif node.args and node.args[0] in deferred:
+                act = node.args[0]
+                try:
+                    target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
+                    pre = env[act]
+                    out, pull = _max_pool2d(act.args[0], pre, *_pool_arguments(target, node, env, pre),
+                                            activation=deferred.pop(act))
+                except NotHandled:  # apply the activation after all, then the pooling as usual
+                    env[act], act_pull = _activation_rule(fusions[act])(None, act, env, active)
+                    steps.append((act, act_pull))
+                    self._eval(root, node, env, active, steps)
+                else:
+                    env[node] = out
+                    active.add(node)
+                    steps.append((node, pull))
             else:
                 self._eval(root, node, env, active, steps)
         raise _Unsupported("no output")
@@ -555,15 +661,16 @@ def rows_on_graph(logits: Tensor, x: Tensor, cotangents: Tensor) -> Tensor | Non
     (``create_graph``): shape (K, *x.shape), or None when the logits do not depend on ``x``.
 
     One backward pass per direction; when ``x`` feeds a single convolution the passes stop at its
-    output and the convolution's input gradient is formed once for all directions, with the kernels of
-    :mod:`jacreg.kernels`. The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
+    output and the convolution's input gradient is formed with the kernels of :mod:`jacreg.kernels`.
+    The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
     """
     first = _first_conv(logits, x) if x.requires_grad else None
     if first is None:
         return grad_rows(logits, x, cotangents)
     node, weight, conf = first
     out = GradientEdge(node, 0)
-    parts = [torch.autograd.grad(logits, out, c, retain_graph=True, create_graph=True)[0] for c in cotangents]
-    g = torch.stack(parts)
-    rows = kernels.conv2d_input_grad(fold(g), weight, x.shape[2:], *conf)
-    return rows.view(g.shape[0], *x.shape)
+    rows = []
+    for c in cotangents:  # one direction at a time: batch-sized kernels stay in cache
+        g = torch.autograd.grad(logits, out, c, retain_graph=True, create_graph=True)[0]
+        rows.append(kernels.conv2d_input_grad(g, weight, x.shape[2:], *conf))
+    return torch.stack(rows)

@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node, Tracer
 from torch.fx.node import map_arg
@@ -24,8 +26,8 @@ from torch.nn.modules import module as module_mod
 
 from .architectures import _BodyThroughWrapper
 
-__all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "bind", "call", "fold", "forget",
-           "functorch_ok", "program_for", "shift_dim", "structure"]
+__all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "activations_before_max_pool", "bind",
+           "call", "fold", "forget", "functorch_ok", "program_for", "shift_dim", "structure"]
 
 P = TypeVar("P")
 
@@ -65,6 +67,53 @@ def bind(node: Node, first: Any, names: tuple[str, ...], values: Callable[[Node]
     if set(bound) - set(names):
         raise NotHandled
     return bound
+
+
+_ACTIVATION_FUNCTIONS = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+                         torch.relu: "relu", F.relu: "relu"}
+_ACTIVATION_MODULES = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu"}
+
+
+def _activation_kind(root: nn.Module, node: Node) -> str | None:
+    """"tanh", "sigmoid" or "relu" for a node applying that activation to its one input, else None."""
+    if not node.args or len(node.args) > 1 or set(node.kwargs) - {"inplace"}:
+        return None
+    if node.op == "call_module":
+        return _ACTIVATION_MODULES.get(type(root.get_submodule(str(node.target))))
+    if node.op == "call_method":
+        return str(node.target) if node.target in ("tanh", "sigmoid", "relu") and not node.kwargs else None
+    if node.op == "call_function":
+        try:
+            return _ACTIVATION_FUNCTIONS.get(node.target)
+        except TypeError:  # an unhashable callable
+            return None
+    return None
+
+
+def _is_max_pool(root: nn.Module, node: Node) -> bool:
+    if node.op == "call_module":
+        return type(root.get_submodule(str(node.target))) is nn.MaxPool2d
+    return node.op == "call_function" and node.target is F.max_pool2d
+
+
+def activations_before_max_pool(root: nn.Module, nodes: list[Node]) -> dict[Node, str]:
+    """Activation nodes (tanh, sigmoid, ReLU) whose only use is a max pooling, with their kind.
+
+    These activations are monotone, so ``pool(act(h)) = act(pool(h))`` exactly (in floating point too):
+    the evaluators apply them after the pooling, to a quarter of the values for 2x2 windows, with the
+    same logits. The argmax can differ only where ``act`` rounds two different ``h`` of a window to the
+    same value (ReLU below zero, where the derivative is 0 anyway, or a tie to the last bit): pooling
+    ``h`` then picks the larger ``h`` instead of the first of the tied values, an equally valid
+    derivative at a tie.
+    """
+    fusable = {}
+    for node in nodes:
+        kind = _activation_kind(root, node) if node.op.startswith("call_") else None
+        if kind is not None and len(node.users) == 1:
+            (user,) = node.users
+            if _is_max_pool(root, user) and user.args and user.args[0] is node:
+                fusable[node] = kind
+    return fusable
 
 
 def functorch_ok(body: Any) -> bool:
