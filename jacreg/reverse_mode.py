@@ -390,24 +390,34 @@ _METHOD_RULES: dict[str, Callable[..., tuple[Any, Pullback]]] = {
 
 
 def _generic(op: str, target: Any, node: Node, env: Env, inputs: list[Node]) -> tuple[Any, Pullback]:
-    """Any node with a tensor output, exactly, through torch.func.vjp (vmapped over the K directions)."""
+    """Any node with a tensor output, exactly, through autograd: the pullback is
+    ``autograd.grad(out, inputs, c, create_graph=True)`` on the node's own piece of the graph.
 
-    def fn(*values: Tensor) -> Any:
-        sub = dict(zip(inputs, values, strict=True))
-        args = map_arg(node.args, lambda n: sub.get(n, env[n]))
-        kwargs = map_arg(node.kwargs, lambda n: sub.get(n, env[n]))
-        return call(op, target, args, kwargs)
-
-    out, vjp_fn = torch.func.vjp(fn, *(env[n] for n in inputs))
+    (Not torch.func.vjp: it silently drops the second derivative of a custom autograd Function marked
+    ``once_differentiable`` and raises nothing.) Inputs that need no gradient are stood in for by
+    leaves, whose gradients are discarded.
+    """
+    graph = torch.is_grad_enabled()  # without (exact norms), every input is stood in for
+    values = {n: env[n] if graph and env[n].requires_grad else env[n].detach().requires_grad_(True)
+              for n in inputs}
+    with torch.enable_grad():
+        out = call(op, target, map_arg(node.args, lambda n: values.get(n, env[n])),
+                   map_arg(node.kwargs, lambda n: values.get(n, env[n])))
     if not isinstance(out, Tensor):
         raise _Unsupported(f"{node.format_node()} does not return a tensor")
+    leaves = [values[n] for n in inputs]
 
     def pull(c: Tensor) -> list[tuple[Node, Tensor]]:
-        if c.shape[0] == 1:
-            grads = [g.unsqueeze(0) for g in vjp_fn(c[0])]
-        else:
-            grads = list(torch.func.vmap(vjp_fn)(c))
-        return list(zip(inputs, grads, strict=True))
+        if not out.requires_grad:
+            return []
+        per_direction = [torch.autograd.grad(out, leaves, ck, retain_graph=True, create_graph=True,
+                                             allow_unused=True) for ck in c]
+        grads = []
+        for i, n in enumerate(inputs):
+            parts = [g[i] for g in per_direction]
+            if parts[0] is not None:
+                grads.append((n, torch.stack(parts)))
+        return grads
 
     return out, pull
 
@@ -591,12 +601,12 @@ def _vjp_rows(vjp_fn: Callable[[Tensor], tuple[Tensor, ...]], cotangents: Tensor
 def reverse(body: Callable[[Tensor], Tensor], z: Tensor, *, create_graph: bool) -> tuple[Any, RowsFn]:
     """One forward pass of ``body`` at ``z``: (logits, function giving v^T J for cotangent batches).
 
-    torch.func.vjp + vmap where torch.func can transform the network; autograd otherwise (batch norm
-    updating its statistics, DataParallel/DDP). With ``create_graph`` the rows stay differentiable
-    with respect to the parameters.
+    With ``create_graph`` (the rows stay differentiable in the parameters): autograd, one backward pass
+    per direction. Without (exact norms): torch.func.vjp + vmap where torch.func can transform the
+    network, autograd otherwise (batch norm updating its statistics, DataParallel/DDP).
     """
     key = body if isinstance(body, nn.Module) else None
-    if functorch_ok(body) and (key is None or key not in _NO_FUNC):
+    if not create_graph and functorch_ok(body) and (key is None or key not in _NO_FUNC):
         try:
             logits, vjp_fn = torch.func.vjp(body, z)
         except RuntimeError:  # e.g. in-place buffer updates; autograd below re-raises a genuine error

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacreg import forward_mode, reverse_mode, traced
+from jacreg import forward_mode, traced
 from jacreg.architectures import Normalized, create, split_normalization
 from jacreg.errors import ConfigError, ShapeError
 from jacreg.regularizer import JacobianReg, jacobian_norms, jacobian_penalty
@@ -317,7 +317,8 @@ def test_lenet_trains_in_train_mode_with_dropout(method):
     _, r = jacobian_penalty(model.eval(), x, n_proj=1, method=method)
     r.backward()
     assert float(model.body.features[0].weight.grad.abs().sum()) > 0
-    assert traced.program_for(model.body, "forward", forward_mode._DualProgram) is not None  # LeNet' takes the fast forward-mode path
+    # LeNet' takes the fast forward-mode path
+    assert traced.program_for(model.body, "forward", forward_mode._DualProgram) is not None
 
 
 def test_distributed_data_parallel_model(tmp_path):
