@@ -11,8 +11,8 @@ on one fixed training batch of real digits (mnist-5k; resized and repeated to 3x
 * gradient noise: trace of the covariance of the parameter gradient of ``0.01 R`` over projection draws
   (model in eval mode, so dropout adds nothing), next to the trace of the covariance of the CE
   gradient over random training minibatches of the same size (the noise SGD has anyway);
-* variance x time: gradient noise x step time, the cost of a given gradient precision (lower is
-  better), also relative to Algorithm 1 (``vjp``).
+* variance x time: gradient noise x step time (in plain steps), the cost of a given gradient
+  precision (lower is better), relative to Algorithm 1 (``vjp``).
 
     python benchmarks/jr_estimators.py [--models lenet,ddnet,resnet18] [--threads 1] [--json out.json]
 
@@ -161,8 +161,10 @@ def ce_noise(model: nn.Module, setting: Setting, x_all: Tensor, y_all: Tensor, b
 
 
 def step_times(model: nn.Module, setting: Setting, x: Tensor, y: Tensor, methods: list[str],
-               rounds: int) -> dict[str, float]:
-    """Median seconds of forward + backward of CE + 0.01 R per variant, interleaved round-robin."""
+               rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Forward + backward of CE + 0.01 R per variant, interleaved round-robin: median seconds, and the
+    median over rounds of the ratio to the plain step of the same round (what drifting load affects
+    least)."""
     nets = {m: copy.deepcopy(model).train() for m in ["plain", "alg1-plain", *methods]}
 
     def run(name: str) -> None:
@@ -191,7 +193,9 @@ def step_times(model: nn.Module, setting: Setting, x: Tensor, y: Tensor, methods
                 best = min(best, time.perf_counter() - t0)
             if rnd > 0:  # the first round warms up (and tunes kernels)
                 times[name].append(best)
-    return {name: statistics.median(t) for name, t in times.items()}
+    paired = {name: statistics.median(a / b for a, b in zip(t, times["plain"], strict=True))
+              for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, paired
 
 
 def measure(setting: Setting, state: str, model: nn.Module, x_all: Tensor, y_all: Tensor,
@@ -199,7 +203,7 @@ def measure(setting: Setting, state: str, model: nn.Module, x_all: Tensor, y_all
     x, y = images(setting, x_all[: setting.batch]), y_all[: setting.batch]
     choice = resolve_method(model, x, 1)
     methods = ["vjp", "jvp"] + (["exact"] if setting.exact else [])
-    times = step_times(model, setting, x, y, methods + ["auto"], setting.rounds)
+    times, vs_plain = step_times(model, setting, x, y, methods + ["auto"], setting.rounds)
     model.eval()
     exact_r = float(0.5 * jacobian_norms(model, x, normalized=True).pow(2).mean())
     model.train()
@@ -214,14 +218,14 @@ def measure(setting: Setting, state: str, model: nn.Module, x_all: Tensor, y_all
         rows["exact"] = {"seconds": times["exact"], "rel_value_variance": 0.0, "grad_variance": 0.0,
                          "mean_R": exact_r}
     rows["auto"] = dict(rows[choice.method], seconds=times["auto"])
-    for row in rows.values():
-        row["step_vs_plain"] = row["seconds"] / times["plain"]
-        row["variance_x_time"] = row["grad_variance"] * row["seconds"]
+    for name, row in rows.items():
+        row["step_vs_plain"] = vs_plain[name]
+        row["variance_x_time"] = row["grad_variance"] * row["step_vs_plain"]
         row["vs_vjp"] = row["variance_x_time"] / rows["vjp"]["variance_x_time"]
     return {"arch": setting.arch, "state": state, "batch": setting.batch,
             "input": [setting.channels, setting.size, setting.size], "draws": setting.draws,
             "rounds": setting.rounds, "R_exact": exact_r, "ce_grad_variance": ce,
-            "plain_seconds": times["plain"], "alg1_plain_seconds": times["alg1-plain"],
+            "plain_seconds": times["plain"], "alg1_plain_vs_plain": vs_plain["alg1-plain"],
             "auto": choice.to_dict(), "estimators": rows}
 
 
@@ -230,12 +234,12 @@ def table(results: list[dict]) -> str:
              "CE minibatch noise | variance x time vs vjp |", "|---|---|---:|---:|---:|---:|---:|"]
     for res in results:
         label = f"{res['arch']} ({'x'.join(map(str, res['input']))}, batch {res['batch']}), {res['state']}"
-        alg1 = res["alg1_plain_seconds"] / res["plain_seconds"]
+        alg1 = res["alg1_plain_vs_plain"]
         lines.append(f"| {label} | Algorithm 1 written plainly | {alg1:.2f}x | | | | |")
         for name, row in res["estimators"].items():
             shown = f"auto (= {res['auto']['method']})" if name == "auto" else name
             var = "0 (exact)" if name == "exact" else f"{row['grad_variance']:.2g}"
-            rel = "0" if name == "exact" else f"{row['rel_value_variance']:.2f}"
+            rel = "0" if name == "exact" else f"{row['rel_value_variance']:.2g}"
             vs = "-" if name == "exact" else f"{row['vs_vjp']:.2f}x"
             lines.append(f"| {label} | {shown} | {row['step_vs_plain']:.2f}x | {rel} | {var} | "
                          f"{res['ce_grad_variance']:.2g} | {vs} |")
@@ -259,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="fewer draws, rounds and training steps")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: per network)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -271,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             setting = Setting(setting.arch, setting.size, setting.channels, setting.batch,
                               max(2, setting.train_steps // 10), setting.lr, max(4, setting.draws // 4),
                               max(2, setting.rounds // 3), setting.exact)
+        if args.rounds:
+            setting = Setting(setting.arch, setting.size, setting.channels, setting.batch,
+                              setting.train_steps, setting.lr, setting.draws, args.rounds, setting.exact)
         model = build(setting)
         for state in args.states.split(","):
             if state == "trained":

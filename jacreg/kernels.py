@@ -15,7 +15,7 @@ same linear map computed another way):
 * weight gradient (one group): oneDNN's, or a convolution with batch and channels swapped,
   ``conv2d(x^T, g^T)`` (LeNet''s first layer: about 2x faster).
 
-On the CPU the first use of a shape times the candidates (interleaved, median of 3, like
+On the CPU the first use of a shape times the candidates (interleaved, fastest of 5, like
 ``torch.backends.cudnn.benchmark``) and keeps an alternative only if it beats oneDNN by 25%. All
 candidates compute the same map, so results agree to float rounding, but two processes can pick
 differently; ``JACREG_CONV_AUTOTUNE=0`` (or :func:`set_autotune`) keeps oneDNN everywhere.
@@ -25,7 +25,6 @@ differently; ``JACREG_CONV_AUTOTUNE=0`` (or :func:`set_autotune`) keeps oneDNN e
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -80,14 +79,14 @@ def _pick(key: tuple, candidates: dict[str, Callable[[], object]]) -> str:
     with torch.no_grad():
         for f in candidates.values():
             f()  # warm-up (and any allocation)
-        for _ in range(3):
+        for _ in range(5):
             for n, f in candidates.items():
                 t0 = time.perf_counter()
                 f()
                 times[n].append(time.perf_counter() - t0)
-    med = {n: statistics.median(t) for n, t in times.items()}
-    best = min(med, key=med.__getitem__)
-    name = best if med[best] * _MARGIN < med[names[0]] else names[0]
+    fastest = {n: min(t) for n, t in times.items()}  # the least disturbed by other work on the machine
+    best = min(fastest, key=fastest.__getitem__)
+    name = best if fastest[best] * _MARGIN < fastest[names[0]] else names[0]
     _CHOICE[key] = name
     return name
 
