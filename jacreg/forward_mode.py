@@ -44,6 +44,7 @@ from .traced import (
     fold,
     forget,
     functorch_ok,
+    pair,
     program_for,
     shift_dim,
 )
@@ -131,8 +132,8 @@ def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: An
     :func:`jacreg.traced.activations_before_max_pool`) it is applied after, to the pooled values."""
     if p.dim() != 4:
         raise NotHandled
-    out, idx = F.max_pool2d_with_indices(p, kernel_size, stride if stride else kernel_size, padding, dilation,
-                                         ceil_mode)
+    out, idx = kernels.max_pool2d_with_indices(p, pair(kernel_size), pair(stride if stride else kernel_size),
+                                               pair(padding), pair(dilation), ceil_mode)
     k, index = t.shape[0], idx.flatten(-2)
     if k == 1:
         tan = t.squeeze(0).flatten(-2).gather(-1, index).view(1, *out.shape)

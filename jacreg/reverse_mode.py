@@ -49,6 +49,7 @@ from .traced import (
     fold,
     forget,
     functorch_ok,
+    pair,
     program_for,
 )
 
@@ -186,10 +187,6 @@ def _activation_rule(kind: str) -> Callable[..., tuple[Tensor, Pullback]]:
     return rule
 
 
-def _two(v: Any) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
-
-
 def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
                 ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Pullback]:
     """Max pooling; its pullback sends each cotangent to the primal's argmax (scatter), linear in it.
@@ -200,9 +197,9 @@ def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: An
     """
     if p.dim() != 4:
         raise NotHandled
-    ks, st = _two(kernel_size), _two(stride if stride else kernel_size)
-    pad, dil = _two(padding), _two(dilation)
-    out, idx = F.max_pool2d_with_indices(p, ks, st, pad, dil, ceil_mode)
+    ks, st = pair(kernel_size), pair(stride if stride else kernel_size)
+    pad, dil = pair(padding), pair(dilation)
+    out, idx = kernels.max_pool2d_with_indices(p, ks, st, pad, dil, ceil_mode)
     shape, held = p.shape, p.detach()
     pre = None
     if activation is not None:
@@ -247,7 +244,7 @@ def _max_pool_rule(target: Any, node: Node, env: Env, active: set[Node]):
 def _global_avg_pool_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
     """Adaptive average pooling to 1x1 (ResNet's head); other sizes are generic."""
     src, p = _unary(node, env, active)
-    if len(node.args) != 1 or node.kwargs or p.dim() != 4 or _two(mod.output_size) != [1, 1]:
+    if len(node.args) != 1 or node.kwargs or p.dim() != 4 or pair(mod.output_size) != [1, 1]:
         raise NotHandled
     shape, area = p.shape, p.shape[2] * p.shape[3]
     return mod(p), lambda c: [(src, (c / area).expand(c.shape[0], *shape))]

@@ -27,7 +27,7 @@ from torch.nn.modules import module as module_mod
 from .architectures import _BodyThroughWrapper
 
 __all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "activations_before_max_pool", "bind",
-           "call", "fold", "forget", "functorch_ok", "program_for", "shift_dim", "structure"]
+           "call", "fold", "forget", "functorch_ok", "pair", "program_for", "shift_dim", "structure"]
 
 P = TypeVar("P")
 
@@ -41,6 +41,11 @@ NO_TANGENT_METHODS = frozenset({"size", "dim", "numel", "nelement", "get_device"
                                 "element_size", "stride", "type", "is_floating_point"})
 NO_TANGENT_ATTRS = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad"})
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def pair(v: Any) -> list[int]:
+    """An int or a pair of ints (a layer's kernel size, stride, ...) as a list of two ints."""
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
 
 
 def shift_dim(d: int) -> int:

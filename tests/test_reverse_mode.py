@@ -198,6 +198,22 @@ def test_kernels_are_timed_per_shape_and_can_be_switched_off():
         kernels.set_autotune(True)
 
 
+def test_fast_max_pooling_gives_max_pool2d_values_indices_and_gradient():
+    torch.manual_seed(11)
+    cases = [torch.randn(3, 2, 6, 8, dtype=D64), torch.zeros(2, 2, 4, 4, dtype=D64),
+             torch.randint(0, 3, (2, 3, 6, 6)).to(D64), torch.randn(2, 2, 5, 6, dtype=D64)]
+    nan = torch.randn(2, 2, 4, 4, dtype=D64)
+    nan[1, 0, 2, 3] = float("nan")
+    for p in [*cases, nan]:
+        p.requires_grad_(True)
+        out, idx = kernels.max_pool2d_with_indices(p, [2, 2], [2, 2], [0, 0], [1, 1], False)
+        ref, ref_idx = F.max_pool2d_with_indices(p, 2)
+        torch.testing.assert_close(out, ref, equal_nan=True)
+        assert torch.equal(idx, ref_idx)
+        g = torch.randn_like(out)
+        torch.testing.assert_close(torch.autograd.grad(out, p, g)[0], torch.autograd.grad(ref, p, g)[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # JacobianReg on the caller's graph: stopping at the first convolution
 # ---------------------------------------------------------------------------------------------
