@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import forward_mode, reverse_mode
+from . import autograd_rows, forward_mode, reverse_mode
 from .errors import ConfigError, ShapeError
 
 __all__ = ["check_input", "check_logits", "check_n_proj", "one_hots", "penalty_exact", "penalty_jvp",
@@ -95,15 +95,15 @@ def one_hots(classes: int, batch: int, like: Tensor, start: int, stop: int) -> T
     return eye.unsqueeze(1).expand(stop - start, batch, classes)
 
 
-def _rows_after_forward(body: Body, z: Tensor) -> tuple[Any, reverse_mode.RowsFn]:
+def _rows_after_forward(body: Body, z: Tensor) -> tuple[Any, autograd_rows.RowsFn]:
     """One forward pass: (logits, cotangents -> rows v^T J), on the traced fast path when possible."""
     tape = reverse_mode.tape_for(body, z)
     if tape is not None:
         return tape.logits, tape.rows
-    return reverse_mode.reverse(body, z, create_graph=True)
+    return autograd_rows.reverse(body, z, create_graph=True)
 
 
-def exact_sq_norms(rows_fn: reverse_mode.RowsFn, batch: int, classes: int, like: Tensor) -> Tensor:
+def exact_sq_norms(rows_fn: autograd_rows.RowsFn, batch: int, classes: int, like: Tensor) -> Tensor:
     """Per-sample ``||J_b||_F^2`` (shape (B,)) from all C one-hot cotangents, in chunks of rows."""
     per_call = max(1, min(classes, _MAX_ROWS // batch))
     per_call = -(-classes // -(-classes // per_call))  # equal chunks: 10 classes -> 5 + 5, not 8 + 2

@@ -169,9 +169,9 @@ def choose(body: Body, z: Tensor, n_proj: int, *, calibrate: bool = False, draws
         if len(failures) == len(_PENALTIES):
             raise failures["vjp"]
         if failures:
-            (bad, exc), = failures.items()
+            ((bad, error),) = failures.items()
             good = "jvp" if bad == "vjp" else "vjp"
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             return MethodChoice(good, f"{bad} is not available for this network ({first_line})", d, classes)
         if calibrate:
             measured = _measure(body, z, n_proj, params, max(2, int(draws)))

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from . import forward_mode, method_choice, reverse_mode
+from . import autograd_rows, forward_mode, method_choice, reverse_mode
 from .architectures import _BodyThroughWrapper, split_normalization
 from .errors import ConfigError, ShapeError
 from .estimators import (
@@ -175,7 +175,7 @@ class JacobianReg(nn.Module):
         else:
             gen = generator if generator is not None else self.generator
             cotangents, factor = sphere(self.n_proj, batch, classes, out, gen), classes / self.n_proj
-        rows = reverse_mode.rows_on_graph(out, x, cotangents)
+        rows = autograd_rows.rows_on_graph(out, x, cotangents)
         if rows is None:
             raise ShapeError(_NOT_DEPENDENT)
         return 0.5 * factor * rows.pow(2).sum() / batch
@@ -224,7 +224,7 @@ def resolve_method(model: nn.Module, x: Tensor, n_proj: int = 1, *, calibrate: b
     if not calibrate and key in cache:
         return cache[key]
     wrapped = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
-    inner = model.module if wrapped else model
+    inner: nn.Module = model.module if wrapped else model  # type: ignore[assignment]
     normalize, body = split_normalization(inner)  # the network itself, not its DDP wrapper
     with torch.no_grad():
         z = normalize(x.detach())
@@ -348,10 +348,11 @@ def jacobian_norms(model: nn.Module, x: Tensor, *, normalized: bool = False,
         for chunk in chunks:
             z = prep(chunk.detach())
             tape = reverse_mode.tape_for(fn, z)
+            rows_fn: autograd_rows.RowsFn
             if tape is not None:
                 logits, rows_fn = tape.logits, tape.rows
             else:
-                logits, rows_fn = reverse_mode.reverse(fn, z, create_graph=False)
+                logits, rows_fn = autograd_rows.reverse(fn, z, create_graph=False)
             batch, classes = check_logits(logits, z.shape[0])
             norms.append(exact_sq_norms(rows_fn, batch, classes, logits).detach().sqrt())
     return torch.cat(norms)

@@ -89,7 +89,7 @@ def _activation_kind(root: nn.Module, node: Node) -> str | None:
         return str(node.target) if node.target in ("tanh", "sigmoid", "relu") and not node.kwargs else None
     if node.op == "call_function":
         try:
-            return _ACTIVATION_FUNCTIONS.get(node.target)
+            return _ACTIVATION_FUNCTIONS.get(node.target)  # type: ignore[arg-type]
         except TypeError:  # an unhashable callable
             return None
     return None

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacreg import forward_mode, kernels, method_choice, reverse_mode
+from jacreg import autograd_rows, forward_mode, kernels, method_choice, reverse_mode
 from jacreg.architectures import Normalized, create
 from jacreg.regularizer import jacobian_penalty, resolve_method
 
@@ -241,10 +241,10 @@ def test_rows_on_graph_match_autograd(make):
     body = make().to(D64)
     x = torch.randn(4, 1, 6, 6, dtype=D64, requires_grad=True)
     logits = body(x)
-    assert (reverse_mode._first_conv(logits, x) is None) == isinstance(body, _Skip)
+    assert (autograd_rows._first_conv(logits, x) is None) == isinstance(body, _Skip)
     v = torch.randn(3, 4, 3, dtype=D64)
-    got = reverse_mode.rows_on_graph(logits, x, v)
-    expected = reverse_mode.grad_rows(logits, x, v)
+    got = autograd_rows.rows_on_graph(logits, x, v)
+    expected = autograd_rows.grad_rows(logits, x, v)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     w = list(body.parameters())
     ga = torch.autograd.grad(got.pow(2).sum(), w, retain_graph=True, allow_unused=True,
