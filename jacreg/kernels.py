@@ -9,14 +9,15 @@ backend, runs some of these shapes slowly -- above all the first layer of an ima
 input gradient has one or three output channels. Every operation here has exact alternatives (the
 same linear map computed another way):
 
-* input gradient (stride 1, dilation 1, one group, float32): oneDNN's transposed convolution, or
-  NNPACK's convolution with the flipped, channel-swapped kernel (LeNet''s first layer: 6 -> 1
-  channels, about 3x faster on the development machine);
+* input gradient (stride 1, dilation 1, one group, float32, one thread): oneDNN's transposed
+  convolution, or NNPACK's convolution with the flipped, channel-swapped kernel (LeNet''s first layer:
+  6 -> 1 channels, about 3x faster on the development machine);
 * weight gradient (one group): oneDNN's, or a convolution with batch and channels swapped,
   ``conv2d(x^T, g^T)`` (LeNet''s first layer: about 2x faster).
 
 :func:`max_pool2d_with_indices` is ``F.max_pool2d_with_indices`` with a faster path for 2x2 windows of
-stride 2 on the CPU (elementwise maxima and comparisons: about 2x faster for LeNet''s first pooling).
+stride 2 on one CPU thread (elementwise maxima and comparisons: about 2x faster for LeNet''s first
+pooling).
 
 On the CPU the first use of a shape times the candidates (interleaved, fastest of 5, like
 ``torch.backends.cudnn.benchmark``) and keeps an alternative only if it beats oneDNN by 25%. All
@@ -158,7 +159,10 @@ def _input_grad_nnpack(g: Tensor, w: Tensor, padding: Pair) -> Tensor:
 
 
 def _nnpack_fits(g: Tensor, w: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> bool:
-    return (stride == (1, 1) and dilation == (1, 1) and groups == 1 and g.dtype == torch.float32
+    """NNPACK applies (stride 1, one group, float32 on the CPU), and runs with one thread only: with more,
+    its own thread pool competes with OpenMP's (LeNet' on 2 cores: a JR step 10-15% slower with it)."""
+    return (torch.get_num_threads() == 1 and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and g.dtype == torch.float32
             and w.dtype == torch.float32 and padding[0] < w.shape[2] and padding[1] < w.shape[3]
             and _tunable(w, g) and _nnpack())
 
@@ -295,10 +299,11 @@ def _max_pool2x2(p: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def max_pool2d_with_indices(p: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                             dilation: list[int], ceil_mode: bool) -> tuple[Tensor, Tensor]:
-    """``F.max_pool2d_with_indices`` (same values, same indices), faster for 2x2 windows of stride 2."""
+    """``F.max_pool2d_with_indices`` (same values, same indices), faster for 2x2 windows of stride 2 on
+    one CPU thread (its dozen elementwise operations lose to the parallel kernel with more)."""
     if (list(kernel_size) == [2, 2] and list(stride) == [2, 2] and not any(padding)
             and list(dilation) == [1, 1] and p.dim() == 4 and p.shape[2] % 2 == 0 and p.shape[3] % 2 == 0
-            and p.device.type == "cpu"):
+            and p.device.type == "cpu" and torch.get_num_threads() == 1):
         fast = _max_pool2x2(p)
         if fast is not None:
             return fast

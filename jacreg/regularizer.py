@@ -22,14 +22,21 @@ than the output.
 
 Variance, per sample and projection. Value: relative variance ``2 (C q - 1) / (C + 2)`` for ``"vjp"``
 and ``2 q`` for ``"jvp"``, ``q = ||J J^T||_F^2 / ||J||_F^4`` in [1/C, 1]; at most 1.5 and 2 for C = 10.
-Parameter gradient (what SGD sees): for a linear map, relative variance C - 1 for ``"vjp"`` and about D
-for ``"jvp"``; measured on LeNet', DDNet and ResNet-18 (``benchmarks/jr_estimators.py``, README
-"Performance") forward mode's gradient variance is 2-30x Algorithm 1's, which its speed (0.8x a vjp
-step on LeNet') does not repay. Averaging ``n_proj`` projections divides either variance by ``n_proj``.
+Parameter gradient (what SGD sees): for a linear map, relative variance C - 1 for ``"vjp"`` and D + 1
+for ``"jvp"``. Measured (``benchmarks/jr_estimators.py``, README "Performance": trace of the covariance
+of the parameter gradient over projection draws, one training batch of real digits) forward mode's
+gradient variance is 15-65x Algorithm 1's at initialisation and 1.7-20x after training on LeNet',
+DDNet and ResNet-18, while its step takes 0.7-1.05x as long: Algorithm 1 has the better gradient
+variance x time everywhere (1.8-60x). Averaging ``n_proj`` projections divides either variance by
+``n_proj``.
 
-Speed (LeNet', batch 100, CPU): the reverse pass runs the network's traced graph with explicit,
-differentiable pullbacks (:mod:`jacreg.reverse_mode`) and faster convolution kernels
-(:mod:`jacreg.kernels`), instead of ``autograd.grad(logits, x, v, create_graph=True)`` on a leaf input.
+Speed (LeNet', batch 100, CPU, one thread): a ``"vjp"`` step is about 1.6-1.8x a plain step, 0.75-0.8x
+Algorithm 1 written plainly (``autograd.grad(logits, x, v, create_graph=True)`` on a leaf input, 2.1-2.2x
+a plain step); exact mode about 8-9x a plain step. The reverse pass runs the network's traced graph
+with explicit, differentiable pullbacks (:mod:`jacreg.reverse_mode`): the input needs no gradient (the
+leaf input makes ``loss.backward()`` form the first layer's input gradient a second time), activations
+before max pooling run on the pooled values, and convolutions use the faster of several exact
+kernels for the first layer's shapes (:mod:`jacreg.kernels`).
 
 :class:`JacobianReg` is the paper's module interface (``reg(x, logits)``, J with respect to whatever
 ``x`` is; a drop-in replacement for the official class). :func:`jacobian_penalty` is what training
@@ -99,7 +106,7 @@ class JacobianReg(nn.Module):
     the same objective and scaling, the same random directions (``torch.randn`` per projection, row-
     normalised), on the input's device. Exact mode and the projections run one backward pass per
     direction, as the official loop does; when ``x`` feeds a single convolution, the passes stop at its
-    output and its input gradient is formed once, with faster kernels.
+    output and the convolution's input gradient uses faster kernels (:mod:`jacreg.kernels`).
 
     Which input, which lambda: J is taken with respect to ``x`` as given. The paper -- and
     :func:`jacobian_penalty`, ``train --jr`` and the Train page -- take it with respect to the
