@@ -25,18 +25,18 @@ and ``2 q`` for ``"jvp"``, ``q = ||J J^T||_F^2 / ||J||_F^4`` in [1/C, 1]; at mos
 Parameter gradient (what SGD sees): for a linear map, relative variance C - 1 for ``"vjp"`` and D + 1
 for ``"jvp"``. Measured (``benchmarks/jr_estimators.py``, README "Performance": trace of the covariance
 of the parameter gradient over projection draws, one training batch of real digits) forward mode's
-gradient variance is 15-65x Algorithm 1's at initialisation and 1.7-20x after training on LeNet',
-DDNet and ResNet-18, while its step takes 0.7-1.05x as long: Algorithm 1 has the better gradient
-variance x time everywhere (1.8-60x). Averaging ``n_proj`` projections divides either variance by
-``n_proj``.
+gradient variance is 16-66x Algorithm 1's at initialisation and 1.9x (LeNet', DDNet) to 46x
+(ResNet-18 at 224x224) after training, while its step takes 0.83-1.03x as long: Algorithm 1 has the
+better gradient variance x time everywhere, by 1.9-54x. Averaging ``n_proj`` projections divides
+either variance by ``n_proj``.
 
-Speed (LeNet', batch 100, CPU, one thread): a ``"vjp"`` step is about 1.6-1.8x a plain step, 0.75-0.8x
-Algorithm 1 written plainly (``autograd.grad(logits, x, v, create_graph=True)`` on a leaf input, 2.1-2.2x
-a plain step); exact mode about 8-9x a plain step. The reverse pass runs the network's traced graph
-with explicit, differentiable pullbacks (:mod:`jacreg.reverse_mode`): the input needs no gradient (the
-leaf input makes ``loss.backward()`` form the first layer's input gradient a second time), activations
-before max pooling run on the pooled values, and convolutions use the faster of several exact
-kernels for the first layer's shapes (:mod:`jacreg.kernels`).
+Speed (LeNet', batch 100, one CPU thread, ``benchmarks/jr_step.py``): a ``"vjp"`` step takes about
+1.55x a plain step, 0.74x Algorithm 1 written plainly (``autograd.grad(logits, x, v, create_graph=True)``
+on a leaf input: 2.1x a plain step); exact mode about 8x a plain step. The reverse pass runs the
+network's traced graph with explicit, differentiable pullbacks (:mod:`jacreg.reverse_mode`): the input
+needs no gradient (a leaf input makes ``loss.backward()`` form the first layer's input gradient a
+second time), activations before max pooling run on the pooled values, and convolutions use the
+faster of several exact kernels for the first layer's shapes (:mod:`jacreg.kernels`).
 
 :class:`JacobianReg` is the paper's module interface (``reg(x, logits)``, J with respect to whatever
 ``x`` is; a drop-in replacement for the official class). :func:`jacobian_penalty` is what training
@@ -264,10 +264,12 @@ def jacobian_penalty(model: nn.Module, x: Tensor, n_proj: int = 1, method: Metho
     Methods (all unbiased for n_proj >= 1, and differentiable with respect to the parameters):
 
     * ``"vjp"``: Algorithm 1 -- per sample ``v`` uniform on S^(C-1), ``C * ||v^T J||^2``. Gradient
-      noise independent of the input size; LeNet' (batch 100, CPU): a step about 1.7-1.9x a plain one.
+      noise independent of the input size; LeNet' (batch 100, one CPU thread): a step about 1.55x a
+      plain one (Algorithm 1 written plainly: 2.1x).
     * ``"jvp"``: forward mode -- per sample ``u ~ N(0, I)`` in input space, ``||J u||^2``; the ``n_proj``
-      tangents share the one forward pass. Cheaper per step (LeNet': about 0.8x a vjp step) but its
-      parameter-gradient variance grows with the input size (LeNet': 2-16x Algorithm 1's).
+      tangents share the one forward pass. A step about 0.9x a vjp step on LeNet', but a parameter-
+      gradient variance that grows with the input size (LeNet': 2x Algorithm 1's after 3 epochs, 16x at
+      initialisation; ResNet-18 at 224x224: 46-66x).
     * ``"exact"``: all C rows of J (``n_proj`` is ignored), the one-hot directions in chunks.
     * ``"auto"`` (default): what :func:`resolve_method` picks for this model (Algorithm 1 for image
       networks), falling back to the other estimator where one is not available.
