@@ -10,12 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacreg import regularizer as reg_mod
+from jacreg import forward_mode, traced
 from jacreg.architectures import Normalized, create, split_normalization
 from jacreg.errors import ConfigError, ShapeError
 from jacreg.regularizer import JacobianReg, jacobian_norms, jacobian_penalty
 
 D64 = torch.float64
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread (two threads spin-wait for each other when other work shares the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True:UserWarning"),
@@ -135,13 +144,13 @@ def test_forward_mode_tangents_are_exact(k, mode):
         else:
             jac = _brute_jacobians(body, z)
             expected = torch.einsum("bcd,kbd->kbc", jac, u.reshape(k, z.shape[0], -1))
-        assert reg_mod._program_for(body) is not None
-        logits, tan = reg_mod._jvp_forward(body, z, u)
+        assert traced.program_for(body, "forward", forward_mode._DualProgram) is not None
+        logits, tan = forward_mode.jvp_forward(body, z, u)
         torch.testing.assert_close(tan, expected, rtol=1e-9, atol=1e-12)
         if mode == "eval":
             torch.testing.assert_close(logits, body(z), rtol=1e-12, atol=1e-12)
         if mode == "eval" or k == 1:  # torch.func cannot vmap over in-place running-statistics updates
-            _, tan = reg_mod._jvp_generic(body, z, u)
+            _, tan = forward_mode.jvp_generic(body, z, u)
             torch.testing.assert_close(tan, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -156,7 +165,7 @@ def test_forward_mode_parameter_gradients_match_torch(k):
         u = torch.randn(k, *z.shape, dtype=D64)
         w = torch.randn(z.shape[0], 5 if isinstance(body, nn.Sequential) else 3, dtype=D64)
         grads = []
-        for fn in (reg_mod._jvp_forward, reg_mod._jvp_generic):
+        for fn in (forward_mode.jvp_forward, forward_mode.jvp_generic):
             logits, tan = fn(body, z, u)
             grads.append(_param_grad(body, tan.pow(2).sum() + (w * logits).sum()))
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
@@ -166,10 +175,10 @@ def test_models_the_tracer_does_not_take_still_work():
     """Hooks (and other untraceable networks) go through torch's forward AD; values stay exact."""
     body = _conv_body().to(D64).eval()
     body.register_forward_hook(lambda m, i, o: None)
-    assert reg_mod._program_for(body) is None
+    assert traced.program_for(body, "forward", forward_mode._DualProgram) is None
     x = torch.rand(3, 1, 8, 8, dtype=D64)
     u = torch.randn(1, *x.shape, dtype=D64)
-    _, tan = reg_mod._jvp_forward(body, x, u)
+    _, tan = forward_mode.jvp_forward(body, x, u)
     expected = torch.einsum("bcd,bd->bc", _brute_jacobians(body, x), u[0].reshape(3, -1))
     torch.testing.assert_close(tan[0], expected)
 
@@ -178,10 +187,10 @@ def test_forward_mode_follows_changes_to_the_network():
     torch.manual_seed(8)
     body = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).to(D64)
     z, u = torch.randn(3, 4, dtype=D64), torch.randn(1, 3, 4, dtype=D64)
-    reg_mod._jvp_forward(body, z, u)
+    forward_mode.jvp_forward(body, z, u)
     body.append(nn.Tanh())  # a layer added after the first call
     body.register_forward_hook(lambda m, i, o: o * 3.0)  # and a hook that changes the output
-    logits, tan = reg_mod._jvp_forward(body, z, u)
+    logits, tan = forward_mode.jvp_forward(body, z, u)
     torch.testing.assert_close(logits, body(z))
     expected = torch.einsum("bcd,bd->bc", _brute_jacobians(body, z), u[0])
     torch.testing.assert_close(tan[0], expected)
@@ -281,7 +290,7 @@ def test_dropout_mask_is_shared_by_logits_and_jacobian(method):
     if method == "jvp":
         for k in (1, 2):
             u = torch.randn(k, *x.shape, dtype=D64)
-            logits, tan = reg_mod._jvp_forward(body, x, u)
+            logits, tan = forward_mode.jvp_forward(body, x, u)
             mask = (logits != 0).to(D64) * 2.0
             assert 0 < float((mask == 0).sum()) < mask.numel()
             torch.testing.assert_close(tan, mask * (u @ weight.T))
@@ -308,7 +317,8 @@ def test_lenet_trains_in_train_mode_with_dropout(method):
     _, r = jacobian_penalty(model.eval(), x, n_proj=1, method=method)
     r.backward()
     assert float(model.body.features[0].weight.grad.abs().sum()) > 0
-    assert reg_mod._program_for(model.body) is not None  # LeNet' takes the fast forward-mode path
+    # LeNet' takes the fast forward-mode path
+    assert traced.program_for(model.body, "forward", forward_mode._DualProgram) is not None
 
 
 def test_distributed_data_parallel_model(tmp_path):
@@ -382,11 +392,21 @@ def test_shape_and_config_errors():
     with pytest.raises(ShapeError, match="depend"):
         xd = x.detach().requires_grad_(True)
         reg(xd, model(x))
-    for bad in (-1, 1.5, "1", True):
+    for bad in (-2, 1.5, "1", True):
         with pytest.raises(ConfigError):
             JacobianReg(bad)
         with pytest.raises(ConfigError):
+            JacobianReg(n=bad)
+        with pytest.raises(ConfigError):
             jacobian_penalty(model, x.detach(), n_proj=bad)
+    with pytest.raises(ConfigError):
+        jacobian_penalty(model, x.detach(), n_proj=-1)  # -1 = exact is the official class's spelling only
+    with pytest.raises(ConfigError, match="one of them"):
+        JacobianReg(2, n=3)
+    with pytest.raises(ConfigError, match="logits once"):
+        reg(x)
+    with pytest.raises(ConfigError, match="logits once"):
+        reg(x, logits, logits=logits)
     with pytest.raises(ConfigError, match="method"):
         jacobian_penalty(model, x.detach(), method="forward")
     three_d = nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.Unflatten(1, (2, 3))).to(D64)
