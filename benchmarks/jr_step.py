@@ -40,10 +40,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from jacreg import forward_mode  # noqa: E402
 from jacreg.architectures import create, split_normalization  # noqa: E402
 from jacreg.device import describe, pick  # noqa: E402
-from jacreg.regularizer import JacobianReg, jacobian_penalty  # noqa: E402
+from jacreg.regularizer import (  # noqa: E402
+    JacobianReg,
+    forward_mode,  # noqa: E402
+    jacobian_penalty,
+)
 
 LAMBDA_JR = 0.01
 EXTRA = ("alg1-plain exact", "JacobianReg n=1", "JacobianReg exact", "jvp n=1, torch fwAD")

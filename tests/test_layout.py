@@ -18,7 +18,7 @@ PACKAGE = ROOT / "jacreg"
 
 LAYERS: dict[str, int] = {
     "errors": 0, "fileio": 0, "device": 0, "events": 0, "parsing": 0,
-    "architectures": 1, "data": 1, "regularizer": 1, "forward_mode": 1, "checkpoints": 1, "catalog": 1,
+    "architectures": 1, "data": 1, "regularizer": 1, "checkpoints": 1, "catalog": 1,
     "adversarial": 1, "onnx_import": 1,
     "cells": 2, "robustness": 2, "training": 2, "evaluation": 2, "jacobian_stats": 2,
     "figures": 3, "reproduce": 3, "jobs": 3,

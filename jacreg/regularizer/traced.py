@@ -1,6 +1,6 @@
 """Traced networks for the Jacobian regularizer's two evaluators (forward and reverse mode).
 
-Both evaluators in :mod:`jacreg.forward_mode` and :mod:`jacreg.reverse_mode` walk the ``torch.fx``
+Both evaluators in :mod:`jacreg.regularizer.forward_mode` and :mod:`jacreg.regularizer.reverse_mode` walk the ``torch.fx``
 graph of the network body node by node, with a cheap rule per known layer and an exact generic rule
 (``torch.func``) for anything else. This module holds what they share: the per-network cache of
 traced graphs (keyed by the network's structure, so that a layer added later or a hook registered
@@ -24,7 +24,7 @@ from torch.fx import Node, Tracer
 from torch.fx.node import map_arg
 from torch.nn.modules import module as module_mod
 
-from .architectures import _BodyThroughWrapper
+from ..architectures import _BodyThroughWrapper
 
 __all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "activations_before_max_pool", "bind",
            "call", "fold", "forget", "functorch_ok", "pair", "program_for", "shift_dim", "structure"]

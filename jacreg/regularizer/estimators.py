@@ -8,7 +8,7 @@ returning ``(logits, R)`` from one forward pass, differentiable with respect to 
 * :func:`penalty_exact` -- all C rows of J.
 
 The public entry points (argument checks, the normalisation split, the choice of method) are in
-:mod:`jacreg.regularizer`; the evaluators in :mod:`jacreg.reverse_mode` and :mod:`jacreg.forward_mode`.
+:mod:`jacreg.regularizer`; the evaluators in :mod:`jacreg.regularizer.reverse_mode` and :mod:`jacreg.regularizer.forward_mode`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, ShapeError
 from . import autograd_rows, forward_mode, reverse_mode
-from .errors import ConfigError, ShapeError
 
 __all__ = ["check_input", "check_logits", "check_n_proj", "one_hots", "penalty_exact", "penalty_jvp",
            "penalty_vjp", "randn", "sphere"]

@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacreg import autograd_rows, forward_mode, kernels, method_choice, reverse_mode
 from jacreg.architectures import Normalized, create
-from jacreg.regularizer import jacobian_penalty, resolve_method
+from jacreg.regularizer import (
+    autograd_rows,
+    forward_mode,
+    jacobian_penalty,
+    kernels,
+    method_choice,
+    resolve_method,
+    reverse_mode,
+)
 
 D64 = torch.float64
 

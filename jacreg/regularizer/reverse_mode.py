@@ -8,16 +8,16 @@ first convolution's input gradient is formed a second time, for ``x.grad``; and 
 oneDNN's defaults, slow on the first layer's shapes (LeNet': the 6 -> 1 channel transposed convolution
 is the costliest kernel of the step).
 
-:func:`tape_for` runs the network's traced graph (:mod:`jacreg.traced`) forward once and records, for
+:func:`tape_for` runs the network's traced graph (:mod:`jacreg.regularizer.traced`) forward once and records, for
 each node that depends on the input, a *pullback*: a function from the cotangent of the node's output
 (with a leading dimension K of directions) to the cotangents of its inputs, written with differentiable
 torch operations. :meth:`Tape.rows` runs the pullbacks backwards for any K cotangents, as often as
 needed (exact mode: the C one-hot directions). The input needs no gradient; convolutions use
-:mod:`jacreg.kernels`; max-pooling, activations and dropout reuse what the forward pass computed
+:mod:`jacreg.regularizer.kernels`; max-pooling, activations and dropout reuse what the forward pass computed
 (indices, outputs, masks), and a tanh, sigmoid or ReLU before a max pooling is applied after it (to a
-quarter of the values, :func:`jacreg.traced.activations_before_max_pool`). A node without a rule goes
+quarter of the values, :func:`jacreg.regularizer.traced.activations_before_max_pool`). A node without a rule goes
 through autograd on its own piece of graph (exact); a network that cannot be traced goes through
-autograd as a whole (:func:`jacreg.autograd_rows.reverse`).
+autograd as a whole (:func:`jacreg.regularizer.autograd_rows.reverse`).
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacreg import forward_mode, traced
 from jacreg.architectures import Normalized, create, split_normalization
 from jacreg.errors import ConfigError, ShapeError
-from jacreg.regularizer import JacobianReg, jacobian_norms, jacobian_penalty
+from jacreg.regularizer import JacobianReg, forward_mode, jacobian_norms, jacobian_penalty, traced
 
 D64 = torch.float64
 

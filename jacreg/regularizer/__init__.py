@@ -16,7 +16,7 @@ and in parameter gradient:
 * ``"exact"`` (or ``n_proj=0``) -- all C rows of J (Algorithm 1 with the C one-hot directions).
 
 ``"auto"`` (the default of :func:`jacobian_penalty` and of training) resolves per network with
-:func:`resolve_method` (rule and reasons in :mod:`jacreg.method_choice`): Algorithm 1 for image
+:func:`resolve_method` (rule and reasons in :mod:`jacreg.regularizer.method_choice`): Algorithm 1 for image
 networks (D >= C), forward mode only where it is the one available estimator or the input is smaller
 than the output.
 
@@ -33,10 +33,10 @@ either variance by ``n_proj``.
 Speed (LeNet', batch 100, one CPU thread, ``benchmarks/jr_step.py``): a ``"vjp"`` step takes about
 1.55x a plain step, 0.74x Algorithm 1 written plainly (``autograd.grad(logits, x, v, create_graph=True)``
 on a leaf input: 2.1x a plain step); exact mode about 8x a plain step. The reverse pass runs the
-network's traced graph with explicit, differentiable pullbacks (:mod:`jacreg.reverse_mode`): the input
+network's traced graph with explicit, differentiable pullbacks (:mod:`jacreg.regularizer.reverse_mode`): the input
 needs no gradient (a leaf input makes ``loss.backward()`` form the first layer's input gradient a
 second time), activations before max pooling run on the pooled values, and convolutions use the
-faster of several exact kernels for the first layer's shapes (:mod:`jacreg.kernels`).
+faster of several exact kernels for the first layer's shapes (:mod:`jacreg.regularizer.kernels`).
 
 :class:`JacobianReg` is the paper's module interface (``reg(x, logits)``, J with respect to whatever
 ``x`` is; a drop-in replacement for the official class). :func:`jacobian_penalty` is what training
@@ -54,9 +54,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..architectures import _BodyThroughWrapper, split_normalization
+from ..errors import ConfigError, ShapeError
 from . import autograd_rows, forward_mode, method_choice, reverse_mode
-from .architectures import _BodyThroughWrapper, split_normalization
-from .errors import ConfigError, ShapeError
 from .estimators import (
     check_input,
     check_logits,
@@ -106,7 +106,7 @@ class JacobianReg(nn.Module):
     the same objective and scaling, the same random directions (``torch.randn`` per projection, row-
     normalised), on the input's device. Exact mode and the projections run one backward pass per
     direction, as the official loop does; when ``x`` feeds a single convolution, the passes stop at its
-    output and the convolution's input gradient uses faster kernels (:mod:`jacreg.kernels`).
+    output and the convolution's input gradient uses faster kernels (:mod:`jacreg.regularizer.kernels`).
 
     Which input, which lambda: J is taken with respect to ``x`` as given. The paper -- and
     :func:`jacobian_penalty`, ``train --jr`` and the Train page -- take it with respect to the
@@ -203,7 +203,7 @@ def resolve_method(model: nn.Module, x: Tensor, n_proj: int = 1, *, calibrate: b
                    draws: int = 6) -> MethodChoice:
     """The estimator ``jacobian_penalty(model, x, n_proj, method="auto")`` uses, and why.
 
-    Decided once per model and input shape (cached), by the rule of :mod:`jacreg.method_choice`:
+    Decided once per model and input shape (cached), by the rule of :mod:`jacreg.regularizer.method_choice`:
     Algorithm 1 (``"vjp"``) when the input has at least as many features as there are classes
     (LeNet', DDNet, ResNet-18), forward mode (``"jvp"``) for smaller inputs, whichever works when
     only one does for this network, ``"exact"`` for ``n_proj=0``. The check runs each estimator once

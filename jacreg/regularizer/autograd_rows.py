@@ -1,13 +1,13 @@
 """Jacobian rows ``v^T J`` through PyTorch's autograd: networks the traced tape does not take, and graphs
 the caller built.
 
-:func:`reverse` is the general path of :mod:`jacreg.reverse_mode`: one forward pass of the network as a
+:func:`reverse` is the general path of :mod:`jacreg.regularizer.reverse_mode`: one forward pass of the network as a
 whole, then one ``autograd.grad(..., create_graph=True)`` per direction (or, for exact norms without a
 graph, ``torch.func.vjp`` vectorised over the directions). :func:`rows_on_graph` is the same product on
 a graph the caller built (:class:`jacreg.JacobianReg`, the paper's Algorithm 1 on ``reg(x, logits)``):
 one backward pass per direction, as the official code does, except that when the input feeds a single
 convolution the passes stop at that convolution's output and its input gradient uses
-:mod:`jacreg.kernels`.
+:mod:`jacreg.regularizer.kernels`.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def rows_on_graph(logits: Tensor, x: Tensor, cotangents: Tensor) -> Tensor | Non
     (``create_graph``): shape (K, *x.shape), or None when the logits do not depend on ``x``.
 
     One backward pass per direction; when ``x`` feeds a single convolution the passes stop at its
-    output and the convolution's input gradient is formed with the kernels of :mod:`jacreg.kernels`.
+    output and the convolution's input gradient is formed with the kernels of :mod:`jacreg.regularizer.kernels`.
     The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
     """
     first = _first_conv(logits, x) if x.requires_grad else None

@@ -9,7 +9,7 @@ torch.autograd.forward_ad is exact and general, but for a layer whose weight car
 rules still evaluate (and later differentiate) the weight-tangent term with a zero tensor: every
 convolution and linear layer runs twice in the tangent pass (LeNet' on CPU: a JR step through
 forward_ad takes about 2.0x a plain step, through this evaluator about 1.7x; benchmarks/jr_step.py).
-The evaluator here walks the traced graph of the network once (:mod:`jacreg.traced`), computing each
+The evaluator here walks the traced graph of the network once (:mod:`jacreg.regularizer.traced`), computing each
 node's primal value with the layer itself and its tangent with the layer's linear part (convolution
 without bias, max-pooling by gathering at the primal's argmax, tanh' from the primal output, the
 primal's dropout mask, ...). Tangents carry a leading projection dimension K so that ``n_proj``
@@ -129,7 +129,7 @@ def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: An
                 ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Tensor]:
     """Max pooling's tangent: the tangent read at the primal's argmax (the same indices). With
     ``activation`` (applied before the pooling in the network, see
-    :func:`jacreg.traced.activations_before_max_pool`) it is applied after, to the pooled values."""
+    :func:`jacreg.regularizer.traced.activations_before_max_pool`) it is applied after, to the pooled values."""
     if p.dim() != 4:
         raise NotHandled
     out, idx = kernels.max_pool2d_with_indices(p, pair(kernel_size), pair(stride if stride else kernel_size),
