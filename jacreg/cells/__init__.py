@@ -6,8 +6,9 @@ model: a 2-D plane through a test sample ``x0`` spanned by two orthonormal direc
 ``x0 + a*u + b*v`` of a square grid and the top softmax there (:mod:`~jacreg.cells.section`,
 adaptively refined by :mod:`~jacreg.cells.grid`); the in-plane distance from ``x0`` to the nearest
 point of another class, the radius of the black circle (:mod:`~jacreg.cells.boundary`); and the
-area and fragmentation of the cells over many samples (:mod:`~jacreg.cells.statistics`); and the same
-radius predicted by linearising the logits (:mod:`~jacreg.cells.linear`).
+area and fragmentation of the cells over many samples (:mod:`~jacreg.cells.statistics`); the same
+radius predicted by linearising the logits (:mod:`~jacreg.cells.linear`) and compared with the
+measured one over many samples (:mod:`~jacreg.cells.theory`).
 
 Coordinates ``a``, ``b`` are in input-space L2 units of [0, 1] pixels. Every function evaluates
 models in eval mode and never changes the model it is given.
@@ -25,6 +26,7 @@ from .metrics import cell_metrics
 from .plane import Plane, adversarial_plane, plane_from_directions, random_plane, sample_plane
 from .section import CrossSection, cross_section
 from .statistics import PlaneKind, cell_statistics
+from .theory import RadiusTheory, radius_theory
 
 __all__ = [
     "MAX_RESOLUTION",
@@ -33,6 +35,7 @@ __all__ = [
     "LinearPrediction",
     "Plane",
     "PlaneKind",
+    "RadiusTheory",
     "adversarial_plane",
     "boundary_distance",
     "cell_metrics",
@@ -46,6 +49,7 @@ __all__ = [
     "plane_from_directions",
     "predict",
     "predicted_distance",
+    "radius_theory",
     "random_plane",
     "sample_plane",
 ]
