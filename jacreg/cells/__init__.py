@@ -8,7 +8,8 @@ adaptively refined by :mod:`~jacreg.cells.grid`); the in-plane distance from ``x
 point of another class, the radius of the black circle (:mod:`~jacreg.cells.boundary`); and the
 area and fragmentation of the cells over many samples (:mod:`~jacreg.cells.statistics`); the same
 radius predicted by linearising the logits (:mod:`~jacreg.cells.linear`) and compared with the
-measured one over many samples (:mod:`~jacreg.cells.theory`).
+measured one over many samples (:mod:`~jacreg.cells.theory`); and the film of a cell through
+training, a cross section per epoch snapshot (:mod:`~jacreg.cells.film`).
 
 Coordinates ``a``, ``b`` are in input-space L2 units of [0, 1] pixels. Every function evaluates
 models in eval mode and never changes the model it is given.
@@ -20,6 +21,7 @@ from ..adversarial import fgsm_direction
 from ..robustness.minimal import minimal_adversarial_distance
 from .boundary import boundary_distance
 from .evaluate import MAX_RESOLUTION, MIN_RESOLUTION, check_grid, predict
+from .film import Film, Reel, film, snapshot_runs
 from .grid import default_coarse_step
 from .linear import LinearPrediction, in_plane_jacobian, predicted_distance
 from .metrics import cell_metrics
@@ -32,10 +34,12 @@ __all__ = [
     "MAX_RESOLUTION",
     "MIN_RESOLUTION",
     "CrossSection",
+    "Film",
     "LinearPrediction",
     "Plane",
     "PlaneKind",
     "RadiusTheory",
+    "Reel",
     "adversarial_plane",
     "boundary_distance",
     "cell_metrics",
@@ -44,6 +48,7 @@ __all__ = [
     "cross_section",
     "default_coarse_step",
     "fgsm_direction",
+    "film",
     "in_plane_jacobian",
     "minimal_adversarial_distance",
     "plane_from_directions",
@@ -52,4 +57,5 @@ __all__ = [
     "radius_theory",
     "random_plane",
     "sample_plane",
+    "snapshot_runs",
 ]
