@@ -15,7 +15,7 @@ from jacreg import architectures, data, jobs
 from jacreg.device import available
 from jacreg.errors import JacregError
 from jacreg.figures import training as training_figures
-from jacreg.training import ADV_ATTACKS, JR_METHODS, TrainConfig
+from jacreg.training import ADV_ATTACKS, JR_METHODS, TrainConfig, suggested_snapshot_every
 
 VIEWS = Path(__file__).resolve().parent
 WATCH = "train_watch"       # session key: the job id this session watches
@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 FORM_FIELDS = ("name", "dataset", "arch", "epochs", "batch_size", "lr", "momentum", "l2", "dropout", "jr",
                "n_proj", "jr_method", "adv", "adv_eps", "adv_mix", "adv_steps", "seed", "device",
-               "limit_batches", "eval_samples")
+               "limit_batches", "eval_samples", "snapshot_every")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
@@ -42,6 +42,7 @@ def _init_form() -> None:
     start = {**DEFAULTS, "name": "", "dataset": ds if ds in data.names() else DEFAULTS["dataset"],
              "limit_batches": 0, "eval_samples": DEFAULTS["eval_samples"] or 0,
              "device": common.current_device()}
+    start["snapshot_every"] = _suggested_snapshots(start["arch"], start["epochs"], start["dataset"])
     for f in FORM_FIELDS:
         ss.setdefault(K + f, start[f])
     if ss[K + "device"] not in available():
@@ -56,6 +57,20 @@ def _apply_preset() -> None:
 def _default_arch() -> None:
     with contextlib.suppress(JacregError):
         st.session_state[K + "arch"] = data.dataset_spec(st.session_state[K + "dataset"]).default_arch
+    _default_snapshots()
+
+
+def _suggested_snapshots(arch: str, epochs: int, dataset: str) -> int:
+    try:
+        return suggested_snapshot_every(arch, int(epochs), dataset)
+    except JacregError:
+        return 0
+
+
+def _default_snapshots() -> None:
+    """Snapshots on by default for small models (every epoch), off for large ones."""
+    ss = st.session_state
+    ss[K + "snapshot_every"] = _suggested_snapshots(ss[K + "arch"], ss[K + "epochs"], ss[K + "dataset"])
 
 
 def _config_from_form() -> dict[str, Any]:
@@ -84,7 +99,7 @@ def _form() -> None:
                      help="Fills in L2, dropout and JR as in the paper's Table 1.")
     top[1].selectbox("Dataset", data.names(), key=K + "dataset", on_change=_default_arch,
                      help="mnist-5k works offline; the others are downloaded on first use.")
-    top[2].selectbox("Architecture", architectures.names(), key=K + "arch")
+    top[2].selectbox("Architecture", architectures.names(), key=K + "arch", on_change=_default_snapshots)
     top[3].text_input("Name (optional)", key=K + "name", placeholder="e.g. lenet-jr-long")
     with st.form("train_form", border=True):
         c = st.columns(4)
@@ -120,6 +135,11 @@ def _form() -> None:
         with st.expander("Advanced"):
             st.number_input("Batches per epoch (0 = all)", min_value=0, step=1, key=K + "limit_batches",
                             help="Cut epochs short, for a quick try.")
+            st.number_input("Snapshot every N epochs (0 = none)", min_value=0, step=1,
+                            key=K + "snapshot_every",
+                            help="Keep the model after every N-th epoch (and the last) in the run folder, "
+                                 "for the film of the cells through training on the Cells page. On by "
+                                 "default for small models.")
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
         try:
