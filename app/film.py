@@ -106,7 +106,7 @@ def section(selected: list[ModelEntry], dataset: str, x: torch.Tensor, y: torch.
     if not candidates:
         st.info(f"No run of {dataset} has per-epoch snapshots yet. {HOWTO}")
         return
-    labels = {e.key: f"{e.label}, {len(e.snapshots)} epochs" for e in candidates}
+    labels = {e.key: f"{e.label}, {len(e.snapshots)} snapshots" for e in candidates}
     kept = st.session_state.get(K + "runs")
     if kept is None or any(k not in labels for k in kept):
         st.session_state[K + "runs"] = _defaults(selected, candidates)

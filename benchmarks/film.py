@@ -2,15 +2,10 @@
 
 A film (``jacreg.cells.film``) computes one cross section per snapshot of each run: the
 boundary-refined map, the measured circle (the in-plane boundary search) and the linearised circle
-(the Jacobian's prediction). For every snapshot of the given runs this script times, interleaved
-(round-robin, rotating the order, so machine load hits them alike):
-
-    map          cross_section(..., boundary=False, predict=False)
-    map+circle   cross_section(..., predict=False)
-    frame        cross_section(...)            (what the film computes)
-
-and prints the median seconds per frame and the model evaluations of the map, then one whole
-``film(...)`` (which also loads each snapshot) with its mean seconds per frame.
+(the Jacobian's prediction). For every snapshot of the given runs and a random plane through each
+of a few test digits, this script times the three parts of one ``cross_section`` call from its
+progress events, repeats everything (``--repeats``), and prints the median seconds per frame of
+each part and the model evaluations of the map, and what loading a snapshot costs.
 
     python benchmarks/film.py                      # the zoo's snapshots when present, else trains two
     python benchmarks/film.py --runs runs/a/model.safetensors,runs/b/model.safetensors --threads 1
@@ -33,13 +28,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jacreg.catalog import list_snapshots  # noqa: E402
-from jacreg.cells import cross_section, film, random_plane, snapshot_runs  # noqa: E402
+from jacreg.cells import cross_section, random_plane  # noqa: E402
 from jacreg.checkpoints import load_checkpoint  # noqa: E402
 from jacreg.data import load_dataset  # noqa: E402
 from jacreg.training import TrainConfig, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = {"map": {"boundary": False, "predict": False}, "map+circle": {"predict": False}, "frame": {}}
+PARTS = ("map", "measured circle", "linearised circle", "whole frame")
 
 
 def _train_pair(folder: Path, epochs: int) -> list[Path]:
@@ -70,39 +65,46 @@ def main() -> int:
         paths = [ROOT / "models" / f"lenet-{n}.safetensors" for n in ("none", "jr")]
         if not all(list_snapshots(q) for q in paths):
             paths = _train_pair(Path(tempfile.mkdtemp(prefix="jacreg-film-")), args.epochs)
-    models = [load_checkpoint(s.path)[0] for q in paths for s in list_snapshots(q)]
+    snaps = [s for q in paths for s in list_snapshots(q)]
+    models = [load_checkpoint(s.path)[0] for s in snaps]
     x, _ = load_dataset("mnist-5k", split="test", limit=args.samples)
     print(f"{len(paths)} runs, {len(models)} snapshots, {args.samples} digits, random planes, extent "
           f"{args.extent:g}, {args.resolution}x{args.resolution}, {args.threads} thread(s), {args.repeats} "
-          "interleaved repeats", file=sys.stderr)
+          "repeats", file=sys.stderr)
     seconds: dict[str, list[float]] = {k: [] for k in PARTS}
     evals = []
-    names = list(PARTS)
     for rep in range(args.repeats):
         for k in range(args.samples):
             plane = random_plane(x[k], seed=k)
-            for i, model in enumerate(models):
-                shift = (rep + i) % len(names)
-                for part in names[shift:] + names[:shift]:
-                    t0 = time.perf_counter()
-                    cs = cross_section(model, plane, args.extent, args.resolution, **PARTS[part])
-                    seconds[part].append(time.perf_counter() - t0)
-                    if part == "map":
-                        evals.append(int(cs.evaluations[0]))
+            for model in models:
+                marks: dict[str, float] = {}
+
+                def on_event(ev: dict, marks: dict[str, float] = marks) -> None:
+                    key = f"{ev['stage']}-{ev['fraction']:.0f}"
+                    marks.setdefault(key, time.perf_counter())
+
+                t0 = time.perf_counter()
+                cs = cross_section(model, plane, args.extent, args.resolution, on_event=on_event)
+                t1 = time.perf_counter()
+                seconds["map"].append(marks["boundary-0"] - t0)
+                seconds["measured circle"].append(marks["boundary-1"] - marks["boundary-0"])
+                seconds["linearised circle"].append(t1 - marks["boundary-1"])
+                seconds["whole frame"].append(t1 - t0)
+                evals.append(int(cs.evaluations[0]))
         print(f"  repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    print("\n| part | median s per frame | share of a frame |")
+    print("\n| part | median s per frame | share of the median frame |")
     print("|---|---:|---:|")
-    print(f"| map ({np.mean(evals):.0f} evaluations) | {med['map']:.3f} | {med['map'] / med['frame']:.0%} |")
-    circle = med["map+circle"] - med["map"]
-    print(f"| measured circle | {circle:.3f} | {circle / med['frame']:.0%} |")
-    linear = med["frame"] - med["map+circle"]
-    print(f"| linearised circle | {linear:.3f} | {linear / med['frame']:.0%} |")
-    print(f"| whole frame | {med['frame']:.3f} | 100% |")
-    runs = snapshot_runs({q.stem: q for q in paths})
-    movie = film(runs, random_plane(x[0], seed=0), args.extent, args.resolution)
-    print(f"\nfilm(...) of {movie.frames} frames (loading each snapshot too): "
-          f"{movie.seconds_per_frame():.3f} s per frame")
+    for part in PARTS:
+        label = f"{part} ({np.mean(evals):.0f} evaluations)" if part == "map" else part
+        print(f"| {label} | {med[part]:.3f} | {med[part] / med['whole frame']:.0%} |")
+    loads = []
+    for s in snaps:
+        t0 = time.perf_counter()
+        load_checkpoint(s.path)
+        loads.append(time.perf_counter() - t0)
+    print(f"| loading a snapshot (film() does it per frame) | {statistics.median(loads):.3f} | "
+          f"{statistics.median(loads) / med['whole frame']:.0%} |")
     return 0
 
 

@@ -22,6 +22,7 @@ classes on a CPU); models that forward mode cannot trace fall back to reverse mo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,7 +108,9 @@ def _forward(net: nn.Module, x0: torch.Tensor,
              dirs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     cols = []
     z = torch.empty(0)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's first forward-mode call scripts its decompositions with the deprecated torch.jit.script
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
         for d in dirs:
             out = torch.func.jvp(net, (x0,), (d,))
             z, jd = out[0], out[1]

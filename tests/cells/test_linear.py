@@ -43,7 +43,8 @@ def test_exact_for_an_affine_model(digits):
         assert pred.label == int(torch.argmax(model.b)) and pred.rival != pred.label
         # the nearest point of the linearised boundary lies on it: there the two logits tie
         a, b = pred.distance * math.cos(pred.angle), pred.distance * math.sin(pred.angle)
-        z = model(plane.point(a, b).unsqueeze(0))[0].double()
+        with torch.no_grad():
+            z = model(plane.point(a, b).unsqueeze(0))[0].double()
         assert float(z[pred.label] - z[pred.rival]) == pytest.approx(0.0, abs=1e-4)
 
 
