@@ -1,14 +1,18 @@
-"""Where models live: the zoo (``models/``), trained runs (``runs/<id>/``), and uploads.
+"""Where models live: the zoo (``models/``), trained runs (``runs/<id>/``), uploads, and snapshots.
 
 The app and the CLI list models through :func:`list_models`; nothing here loads weights.
+A checkpoint ``<dir>/<stem>.safetensors`` may have per-epoch snapshots beside it, written by
+``train --snapshot-every N``: ``<dir>/<stem>.epochs/epoch-NNN.safetensors`` (:func:`snapshot_dir`,
+:func:`list_snapshots`); the Cells page plays them as a film.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .checkpoints import read_metadata
 from .errors import JacregError
@@ -37,6 +41,41 @@ def runs_dir() -> Path:
 
 Source = Literal["zoo", "run", "upload"]
 
+#: File names of snapshots inside a snapshot folder: ``epoch-001.safetensors``, ...
+_SNAPSHOT = re.compile(r"^epoch-(\d{3,})\.safetensors$")
+
+
+class Snapshot(NamedTuple):
+    """One per-epoch snapshot of a training run: the epoch it was written after, and its file."""
+
+    epoch: int
+    path: Path
+
+
+def snapshot_dir(out: str | os.PathLike[str]) -> Path:
+    """The folder of a checkpoint's per-epoch snapshots: ``<dir>/<stem>.epochs`` for
+    ``<dir>/<stem>.safetensors``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".epochs") if p.suffix == ".safetensors" else p.with_name(p.name + ".epochs")
+
+
+def snapshot_path(out: str | os.PathLike[str], epoch: int) -> Path:
+    """Where ``train --snapshot-every`` writes the snapshot after ``epoch`` (1-based):
+    ``<dir>/<stem>.epochs/epoch-NNN.safetensors``."""
+    return snapshot_dir(out) / f"epoch-{int(epoch):03d}.safetensors"
+
+
+def list_snapshots(path: str | os.PathLike[str]) -> list[Snapshot]:
+    """The snapshots of a checkpoint (``path`` is the checkpoint or its ``.epochs`` folder), by
+    epoch; empty when there are none."""
+    p = Path(path)
+    folder = p if p.suffix == ".epochs" else snapshot_dir(p)
+    if not folder.is_dir():
+        return []
+    out = [Snapshot(int(m.group(1)), f) for f in folder.iterdir()
+           if (m := _SNAPSHOT.match(f.name)) is not None and f.is_file()]
+    return sorted(out)
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -52,6 +91,16 @@ class ModelEntry:
     def label(self) -> str:
         """What a picker shows: name and source."""
         return f"{self.name} ({self.source})"
+
+    @property
+    def snapshots(self) -> list[Snapshot]:
+        """Its per-epoch snapshots (:func:`list_snapshots`; none for uploads), read now."""
+        return list_snapshots(self.path) if self.path is not None else []
+
+    @property
+    def has_snapshots(self) -> bool:
+        """Whether it has per-epoch snapshots (a film of its training can be played)."""
+        return bool(self.snapshots)
 
 
 def _card(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import ConfigError, ShapeError
 from .events import EventFn
-from .regularizer import jacobian_norms, jacobian_penalty
+from .regularizer import jacobian_norms, jacobian_penalty, resolve_method
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -50,8 +50,9 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
 def relative_variance_bound(num_classes: int, method: str = "vjp") -> float:
     """Upper bound on the relative variance of one random projection, for one sample.
 
-    ``"vjp"`` (Algorithm 1, v uniform on the sphere S^(C-1)): 2(C-1)/(C+2). ``"jvp"`` and ``"auto"``
-    (Gaussian tangents u in input space, ``||J u||^2``): Var = 2 tr((J Jᵀ)²) <= 2 ||J||_F^4, so 2.
+    ``"vjp"`` (Algorithm 1, v uniform on the sphere S^(C-1)): 2(C-1)/(C+2). ``"jvp"`` (Gaussian
+    tangents u in input space, ``||J u||^2``): Var = 2 tr((J Jᵀ)²) <= 2 ||J||_F^4, so 2. Resolve
+    ``"auto"`` first with :func:`jacreg.regularizer.resolve_method`.
     """
     if method == "vjp":
         c = int(num_classes)
@@ -197,6 +198,8 @@ def projection_spread(model: nn.Module, x: torch.Tensor, *, n_projs: Sequence[in
     x = x.to(dev)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     exact = jacobian_norms(model, x, normalized=True).detach().double().cpu() ** 2
+    if method == "auto":
+        method = resolve_method(model, x, 1).method
     k = min(int(per_sample), len(x))
     total = len(n_projs) * repeats * (1 + k)
     done = 0

@@ -7,13 +7,17 @@ learning rate is quenched (x0.1) at 1/3 and 2/3 of the iterations, as in the pap
 
 Every epoch the model is written atomically to ``config.out`` (a safetensors file with its model
 card) and the optimizer state to ``<out>.state.pt``, so a killed run loses at most one epoch and
-``--resume`` continues it. Under ``torchrun`` the model is wrapped in DistributedDataParallel and
+``--resume`` continues it. With ``snapshot_every=N`` the model after every N-th epoch (and after
+the last) is also kept as ``<out stem>.epochs/epoch-NNN.safetensors``
+(:func:`jacreg.catalog.snapshot_path`), each with its model card and epoch, for the film of the
+cells through training. Under ``torchrun`` the model is wrapped in DistributedDataParallel and
 each process reads its own shard of the data (DistributedSampler).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -34,6 +38,7 @@ from torch.utils.data.distributed import DistributedSampler
 from . import architectures
 from .adversarial import ATTACKS as ADV_GENERATORS
 from .adversarial import adversarial_examples
+from .catalog import list_snapshots, snapshot_path
 from .checkpoints import save_checkpoint
 from .data import DatasetSpec, dataset_spec, get_dataset, load_dataset
 from .data import names as data_names
@@ -44,7 +49,7 @@ from .events import EventFn
 from .fileio import append_jsonl, atomic_write
 from .parsing import check_seed
 from .regularizer import METHODS as JR_METHODS
-from .regularizer import jacobian_penalty
+from .regularizer import jacobian_penalty, resolve_method
 
 ADV_ATTACKS: tuple[str, ...] = ("none", *ADV_GENERATORS)
 #: The learning-rate schedule's quench points, as fractions of the run (the paper: x0.1 at 1/3, 2/3).
@@ -85,9 +90,12 @@ class TrainConfig:
     momentum: float = _opt(0.9, "SGD momentum")
     l2: float = _opt(0.0, "L2 weight decay (the paper: 5e-4)")
     dropout: float = _opt(0.0, "dropout probability in the classifier (the paper: 0.5)")
-    jr: float = _opt(0.0, "lambda_JR, weight of 1/2 ||J||_F^2 (the paper: 0.01)")
+    jr: float = _opt(0.0, "lambda_JR, weight of R = 1/2 mean ||J||_F^2, J = d logits / d normalised input "
+                          "(the paper's convention; the paper: 0.01)")
     n_proj: int = _opt(1, "random projections per sample for JR (0 = exact)")
-    jr_method: str = _opt("auto", "JR estimator", choices=JR_METHODS)
+    jr_method: str = _opt("auto", "JR estimator: auto (per model: Algorithm 1 for image inputs), vjp "
+                                  "(Algorithm 1), jvp (forward mode: cheaper step, gradient noise grows with "
+                                  "the input size), exact", choices=JR_METHODS)
     adv: str = _opt("none", "adversarial training examples", choices=ADV_ATTACKS)
     adv_eps: float = _opt(0.3, "L-inf radius of adversarial examples, in [0,1] pixel units")
     adv_mix: float = _opt(0.5, "weight of the adversarial loss: (1-mix)*CE(x) + mix*CE(x_adv)")
@@ -95,6 +103,8 @@ class TrainConfig:
     seed: int = _opt(0, "random seed (initialisation, data order, projections)")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N or mps")
     out: str = _opt("model.safetensors", "checkpoint path (.safetensors), written every epoch")
+    snapshot_every: int = _opt(0, "also keep the model every N epochs and after the last as "
+                                  "<out stem>.epochs/epoch-NNN.safetensors (0 = none)")
     events: str | None = _opt(None, "append JSON-lines events to this file")
     resume: bool = _opt(False, "continue from <out>.state.pt")
     force: bool = _opt(False, "replace an existing --out (without it, an existing file is never overwritten)")
@@ -151,6 +161,8 @@ class TrainConfig:
              f"--eval-samples must be from 0 to {MAX_COUNT:,}"),
             (0 <= self.num_workers <= 64, "--num-workers must be from 0 to 64"),
             (1 <= self.log_every <= MAX_COUNT, f"--log-every must be from 1 to {MAX_COUNT:,}"),
+            (0 <= self.snapshot_every <= MAX_COUNT,
+             f"--snapshot-every must be from 0 to {MAX_COUNT:,} (0 = no snapshots)"),
             (str(self.out).endswith(".safetensors"), "--out must end with .safetensors"),
         ]
         for ok, message in checks:
@@ -251,6 +263,7 @@ class _Run:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None
+    jr_estimator: dict[str, Any] | None = None
 
 
 def _setup(config: TrainConfig, dist_info: _Dist, device: torch.device) -> _Run:
@@ -279,6 +292,8 @@ def _setup(config: TrainConfig, dist_info: _Dist, device: torch.device) -> _Run:
                scheduler, proj_gen, steps_per_epoch, total_steps)
     if config.resume:
         run.start_epoch, run.history = _load_state(config, model, optimizer, scheduler, proj_gen, device)
+    elif dist_info.main:
+        _clear_snapshots(config.out)
     if dist_info.world > 1:
         run.net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if config.eval_samples != 0 and dist_info.main:
@@ -299,6 +314,9 @@ def _train_epoch(run: _Run, epoch: int, emit: EventFn, t0: float) -> dict[str, f
         if i >= run.steps_per_epoch:
             break
         xb, yb = xb.to(run.device, non_blocking=True), yb.to(run.device, non_blocking=True)
+        if config.jr > 0 and run.jr_estimator is None:
+            run.jr_estimator = jr_estimator(config, run.model, xb)
+            emit({"event": "jr_estimator", **run.jr_estimator})
         loss, ce, jr, correct = _step(run.net, xb, yb, config, run.optimizer, run.proj_gen)
         run.scheduler.step()
         n = len(xb)
@@ -333,10 +351,44 @@ def _end_epoch(run: _Run, epoch: int, sums: dict[str, float], emit: EventFn, t0:
     metrics["seconds"] = time.perf_counter() - t0
     run.history.append(metrics)
     emit({"event": "epoch", **metrics})
-    save_checkpoint(run.model, _model_card(config, run.spec, metrics, run.history), config.out)
+    card = _model_card(config, run.spec, metrics, run.history, run.jr_estimator)
+    save_checkpoint(run.model, card, config.out)
     _save_state(config, run.model, run.optimizer, run.scheduler, run.proj_gen, epoch + 1, run.history)
     emit({"event": "checkpoint", "path": str(config.out), "epoch": epoch + 1})
+    every = config.snapshot_every
+    if every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs):
+        path = snapshot_path(config.out, epoch + 1)
+        save_checkpoint(run.model, {**card, "epoch": epoch + 1, "snapshot_of": Path(config.out).name}, path)
+        emit({"event": "snapshot", "path": str(path), "epoch": epoch + 1})
     return metrics
+
+
+def _clear_snapshots(out: str) -> None:
+    """A fresh (not resumed) run replaces ``out``: the snapshots of the run it replaces go too, so a
+    film never mixes two runs."""
+    for snap in list_snapshots(out):
+        snap.path.unlink(missing_ok=True)
+
+
+def suggested_snapshot_every(arch: str, epochs: int, dataset: str | None = None,
+                             budget_bytes: int = 200 << 20) -> int:
+    """Snapshots on by default for small models: 1 (every epoch) when ``epochs`` float32 copies of
+    the architecture's weights (on ``dataset``'s inputs, default its own dataset) fit in
+    ``budget_bytes`` (200 MiB), else 0 (none). LeNet' (61,706 parameters) keeps every epoch of runs
+    up to 800 epochs, DDNet (1.1 M) up to 45, ResNet-18 on ImageNet none.
+
+    Raises:
+        ConfigError: unknown architecture or dataset.
+    """
+    parameters = _parameter_count(arch, dataset or architectures.spec(arch).dataset)
+    return 1 if 4 * parameters * max(1, int(epochs)) <= budget_bytes else 0
+
+
+@functools.lru_cache(maxsize=32)
+def _parameter_count(arch: str, dataset: str) -> int:
+    spec = dataset_spec(dataset)
+    return architectures.count_parameters(architectures.create(
+        arch, num_classes=spec.num_classes, input_shape=spec.input_shape))
 
 
 def train(config: TrainConfig, on_event: EventFn | None = None) -> dict[str, Any]:
@@ -427,8 +479,18 @@ def _final_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def jr_estimator(config: TrainConfig, net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """Which JR estimator a run uses and why (``method``, ``reason``): the configured one, or what
+    ``auto`` resolves to for this network and input (deterministic, so a resumed run agrees)."""
+    if config.n_proj == 0 or config.jr_method == "exact":
+        return {"method": "exact", "reason": "all C rows of J (n_proj = 0 or --jr-method exact)"}
+    if config.jr_method != "auto":
+        return {"method": config.jr_method, "reason": f"--jr-method {config.jr_method}"}
+    return resolve_method(net, x, config.n_proj).to_dict()
+
+
 def _model_card(config: TrainConfig, spec: DatasetSpec, metrics: dict[str, Any],
-                history: list[dict[str, Any]]) -> dict[str, Any]:
+                history: list[dict[str, Any]], estimator: dict[str, Any] | None = None) -> dict[str, Any]:
     regs = [r for r, on in (("l2", config.l2 > 0), ("dropout", config.dropout > 0), ("jr", config.jr > 0),
                             (f"{config.adv}-at", config.adv != "none")) if on] or ["none"]
     return {
@@ -446,6 +508,7 @@ def _model_card(config: TrainConfig, spec: DatasetSpec, metrics: dict[str, Any],
         "metrics": _final_metrics(metrics),
         "history": history,
         "jacobian_convention": "d logits / d normalised input (paper, Table 1)",
+        "jr_estimator": estimator,
     }
 
 

@@ -55,6 +55,35 @@ def zoo_dir(checkpoints_dir, tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def snapshot_pair(tmp_path_factory) -> Path:
+    """A folder with `lenet-none` and `lenet-jr` trained 3 short epochs (4 batches each) with a
+    snapshot after every epoch: `<name>.safetensors` and `<name>.epochs/epoch-00{1,2,3}.safetensors`."""
+    from jacreg.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("snapshots")
+    for name, jr in (("lenet-none", 0.0), ("lenet-jr", 0.05)):
+        train(TrainConfig(arch="lenet", dataset="mnist-5k", epochs=3, limit_batches=4, batch_size=100, lr=0.1,
+                          jr=jr, device="cpu", eval_samples=0, out=str(root / f"{name}.safetensors"),
+                          name=name, snapshot_every=1, log_every=1000))
+    for p in root.glob("*.state.pt"):
+        p.unlink()
+    return root
+
+
+@pytest.fixture()
+def snapshot_zoo(snapshot_pair, tmp_path, monkeypatch) -> Path:
+    """A private models folder holding the snapshot pair (the zoo's film), set as the app's, with an
+    empty runs folder."""
+    zoo = tmp_path / "models"
+    shutil.copytree(snapshot_pair, zoo)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("JACREG_MODELS_DIR", str(zoo))
+    monkeypatch.setenv("JACREG_RUNS_DIR", str(runs))
+    return zoo
+
+
+@pytest.fixture(scope="session")
 def lenet() -> nn.Module:
     """LeNet' after one epoch of plain SGD on mnist-5k (about 90% test accuracy), eval mode."""
     return quick_lenet(0)

@@ -58,6 +58,8 @@ def test_train_writes_checkpoint_state_and_events(tmp_path):
     model, meta = load_checkpoint(config.out)
     assert meta["config"]["jr"] == 0.01 and meta["regularizers"] == ["l2", "dropout", "jr", "fgsm-at"]
     assert meta["command"].startswith("python -m jacreg train ")
+    chosen = next(e for e in seen if e["event"] == "jr_estimator")
+    assert chosen["method"] == "vjp" and meta["jr_estimator"]["method"] == "vjp"  # Algorithm 1 for images
     assert meta["metrics"]["clean_accuracy"] == result["clean_accuracy"]
     assert state_path(config.out).is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -102,3 +104,54 @@ def test_diverging_loss_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="lower --lr"):
         train(config)
     assert read_jsonl(config.events)[-1]["event"] == "error"
+
+
+def test_snapshots_every_n_epochs_and_the_last(tmp_path):
+    from jacreg.catalog import list_snapshots, snapshot_path
+
+    config = tiny(tmp_path, epochs=3, snapshot_every=2, eval_samples=0)
+    seen = []
+    train(config, seen.append)
+    assert [s.epoch for s in list_snapshots(config.out)] == [2, 3]      # every 2nd epoch, and the last
+    assert [e["epoch"] for e in seen if e["event"] == "snapshot"] == [2, 3]
+    # a fresh run to the same --out replaces the old run's snapshots; --resume keeps them
+    stale = snapshot_path(config.out, 9)
+    stale.write_bytes(b"old")
+    train(tiny(tmp_path, epochs=1, eval_samples=0))
+    assert list_snapshots(config.out) == []
+    killed = tiny(tmp_path, epochs=3, snapshot_every=1, eval_samples=0)
+
+    def die_after_first_snapshot(event):
+        if event["event"] == "snapshot":
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, die_after_first_snapshot)
+    assert [s.epoch for s in list_snapshots(config.out)] == [1]
+    train(dataclasses.replace(killed, resume=True))
+    assert [s.epoch for s in list_snapshots(config.out)] == [1, 2, 3]
+
+
+def test_snapshot_option_is_validated_and_suggested_for_small_models():
+    from jacreg.training import suggested_snapshot_every
+
+    with pytest.raises(ConfigError, match="--snapshot-every"):
+        TrainConfig(snapshot_every=-1).validate()
+    assert "--snapshot-every 2" in TrainConfig(snapshot_every=2).command()
+    assert suggested_snapshot_every("lenet", 10) == 1
+    assert suggested_snapshot_every("lenet", 10_000) == 0               # 10,000 copies of 247 kB: too many
+    assert suggested_snapshot_every("resnet18", 10) == 0                # 11.7 M parameters
+    with pytest.raises(ConfigError):
+        suggested_snapshot_every("vgg", 10)
+
+
+def test_an_explicit_estimator_is_recorded_as_chosen(tmp_path):
+    from jacreg.checkpoints import load_checkpoint
+
+    config = tiny(tmp_path, jr=0.01, jr_method="jvp", limit_batches=1, eval_samples=0)
+    train(config)
+    _, meta = load_checkpoint(config.out)
+    assert meta["jr_estimator"] == {"method": "jvp", "reason": "--jr-method jvp"}
+    plain = tiny(tmp_path, out=str(tmp_path / "p.safetensors"), limit_batches=1, eval_samples=0)
+    train(plain)
+    assert load_checkpoint(plain.out)[1]["jr_estimator"] is None

@@ -2,7 +2,8 @@
 
 Widgets and figures only: planes, cross sections, distances and statistics come from
 :mod:`jacreg.cells`, figures from :mod:`jacreg.figures.cells`. The view (models, dataset, sample, plane,
-seed, extent, resolution) is kept in the URL's query parameters, so a view can be shared.
+seed, extent, resolution) is kept in the URL's query parameters, so a view can be shared. The film of
+the cell through training (runs with per-epoch snapshots) is :mod:`app.film`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import streamlit as st
 import torch
 
 from app import common
+from app.film import section as film_section
 from jacreg import cells, data
 from jacreg.catalog import ModelEntry
 from jacreg.errors import ConfigError, JacregError
@@ -392,6 +394,7 @@ def main() -> None:
 
     _probe(event, cs, models, names, class_names)
     _statistics_section(stamps, names, dataset, n, models, x, y, extent, seed)
+    film_section(entries, dataset, x, y, pspec, extent, class_names)
 
 
 def _selected_point(event: Any) -> tuple[float, float] | None:

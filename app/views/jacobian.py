@@ -1,4 +1,5 @@
-"""Jacobian: ‖J‖_F over test data, random-projection estimates against the exact value, timing."""
+"""Jacobian: ‖J‖_F over test data, random-projection estimates against the exact value, timing, and the
+cell radius the Jacobian predicts against the measured one."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 import streamlit as st
 
 from app import common
-from jacreg import data, jacobian_stats
+from jacreg import cells, data, jacobian_stats
 from jacreg.catalog import ModelEntry
-from jacreg.errors import JacregError
+from jacreg.errors import ConfigError, JacregError
 from jacreg.figures import jacobian as jacobian_figures
+from jacreg.figures import theory as theory_figures
 
 K = "jac_"
 RESULT = "jac_result"   # session key: the last computed analysis
@@ -138,3 +140,91 @@ if res is not None and res["key"] == key:
     _show(res)
 elif res is None:
     st.info("Press **Compute** to measure the Jacobian of the selected model.")
+
+
+# --- the cell radius the Jacobian predicts, against the measured one -------------------------------
+
+THEORY = "jac_theory"   # session key: the last scatter computed
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _radius_theory(stamps: tuple[str, ...], names: tuple[str, ...], dataset: str, samples: int,
+                   planes: tuple[str, ...], extent: float, adversarial_extent: float, seed: int,
+                   _models: list) -> cells.RadiusTheory:
+    x, y = data.load_dataset(dataset, split="test", limit=samples)
+    bar = st.progress(0.0, text="Predicted and measured radii...")
+
+    def on_event(ev: dict[str, Any]) -> None:
+        bar.progress(float(ev["fraction"]), text=f"Predicted and measured radii: {ev['done']}/{ev['total']}")
+
+    out = cells.radius_theory(_models, x, y, samples, planes, extent=extent,
+                              adversarial_extent=adversarial_extent, seed=seed, names=list(names),
+                              on_event=on_event)
+    bar.empty()
+    return out
+
+
+def _theory_section(all_entries: list[ModelEntry], selected: list[str]) -> None:
+    st.divider()
+    st.subheader("Cell radius: the Jacobian's prediction against the measurement")
+    st.markdown(
+        "The paper's argument: a small Jacobian means large margins, i.e. a large decision cell. Linearising "
+        "the logits z at a test sample predicts the in-plane distance to the nearest boundary, "
+        "min over classes k of (z_y − z_k) / ‖in-plane gradient of z_y − z_k‖ (exact for a linear model); "
+        "the measured distance is the circle of the Cells page. On the diagonal the Jacobian explains the "
+        "cell; above it the cell is smaller than the flat Jacobian promises (curvature sets it)."
+    )
+    labels = {e.key: e.label for e in all_entries}
+    if not [k for k in st.session_state.get(K + "theory_models", []) if k in labels]:
+        st.session_state[K + "theory_models"] = [k for k in selected if k in labels] or list(labels)[:2]
+    with st.form("jac_theory_form"):
+        keys = st.multiselect("Models", list(labels), format_func=labels.get, key=K + "theory_models")
+        c = st.columns(5)
+        samples = c[0].number_input("Samples", min_value=1, max_value=500, value=10, step=5,
+                                    help="The first test samples of the models' dataset.")
+        planes = c[1].multiselect("Planes", ["random", "adversarial"], default=["random", "adversarial"])
+        extent = c[2].number_input("Random planes: extent", min_value=0.1, value=5.0, step=1.0,
+                                   help="Radii are searched up to 4x this (L2 units of [0, 1] pixels).")
+        adv_extent = c[3].number_input("Adversarial planes: extent", min_value=0.05, value=2.0, step=0.5)
+        seed = c[4].number_input("Seed", min_value=0, value=0, step=1)
+        go = st.form_submit_button("Compute the scatter", icon=":material/scatter_plot:")
+    if go:
+        chosen = [e for e in all_entries if e.key in keys]
+        try:
+            if not chosen:
+                raise ConfigError("pick at least one model")
+            loaded = [common.load_entry(e) for e in chosen]
+            datasets = {str(m.get("dataset") or "mnist-5k") for _, m in loaded}
+            if len(datasets) > 1:
+                raise ConfigError("the models were trained on different datasets "
+                                  f"({', '.join(sorted(datasets))}); compare models of one dataset")
+            dataset = datasets.pop()
+            names = tuple(e.name for e in chosen) if len({e.name for e in chosen}) == len(chosen) \
+                else tuple(e.label for e in chosen)
+            stamps = tuple(f"{e.key}@{e.path.stat().st_mtime if e.path is not None else e.meta.get('sha256')}"
+                           for e in chosen)
+            st.session_state[THEORY] = _radius_theory(stamps, names, dataset, int(samples), tuple(planes),
+                                                      float(extent), float(adv_extent), int(seed),
+                                                      [m for m, _ in loaded])
+        except JacregError as exc:
+            common.show_error(exc)
+    res: cells.RadiusTheory | None = st.session_state.get(THEORY)
+    if res is None:
+        st.info("Pick models and press **Compute the scatter** (about 1 s per sample, plane and model here).")
+        return
+    st.plotly_chart(theory_figures.theory_figure(res), key=K + "theory_chart", theme=None)
+    st.dataframe(res.summary(), hide_index=True, width="stretch",
+                 column_config={"spearman": st.column_config.NumberColumn("Spearman ρ", format="%.3f"),
+                                "median_ratio": st.column_config.NumberColumn("median predicted/measured",
+                                                                              format="%.3g"),
+                                "within_3x": st.column_config.NumberColumn("within 3x", format="percent")})
+    st.caption("Colour: ‖J(x)‖_F of the sample (with respect to the pixels, the radii's units). Open "
+               "symbols: no boundary found within the search (drawn at its limit, 4x the extent).")
+    d1, d2 = st.columns(2)
+    d1.download_button("CSV", data=res.csv_bytes(), file_name="radius-theory.csv", mime="text/csv",
+                       key=K + "theory_csv", on_click="ignore", icon=":material/download:")
+    d2.download_button("PNG", data=lambda: theory_figures.theory_png(res), file_name="radius-theory.png",
+                       mime="image/png", key=K + "theory_png", on_click="ignore", icon=":material/image:")
+
+
+_theory_section(common.entries(), [e.key for e in common.selected_entries()])

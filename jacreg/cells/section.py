@@ -6,6 +6,7 @@ Typical use::
     plane = random_plane(x0, seed=0)
     cs = cross_section([plain, jr], plane, extent=1.0, resolution=201)
     cs.labels[m, i, j]   # class at x0 + cs.coords[j] * u + cs.coords[i] * v (rows = v, cols = u)
+    cs.boundary_distance[m], cs.predicted_distance[m]   # the circle measured, and as J predicts it
 
 Points outside the [0, 1] box are evaluated as they are (no clipping): a cross section shows the
 model as a function on the whole plane, and clipping would fold the plane onto the faces of the box
@@ -19,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ..fileio import atomic_write_bytes
 from .boundary import boundary_search
 from .evaluate import PlaneEvaluator, check_grid, check_model_input
 from .grid import full_map, refined_map
+from .linear import in_plane_jacobian, linear_prediction
 from .metrics import cell_mask, cell_metrics
 from .plane import Plane
 
@@ -58,6 +60,10 @@ class CrossSection:
         seconds: wall time of the whole computation.
         refined: whether the map was boundary-refined.
         num_classes: number of logits of the models (the largest, if they differ).
+        predicted_distance: (M,) the same distance predicted by linearising the logits at the
+            origin (:func:`~jacreg.cells.linear.predicted_distance`: min over classes k of
+            (z_y - z_k) / ||in-plane gradient of z_y - z_k||; exact for an affine model; nan where
+            not computed).
     """
 
     plane: Plane
@@ -73,6 +79,11 @@ class CrossSection:
     seconds: float = 0.0
     refined: bool = True
     num_classes: int = 10
+    predicted_distance: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        if self.predicted_distance.size == 0:
+            self.predicted_distance = np.full(self.labels.shape[0], math.nan)
 
     @property
     def resolution(self) -> int:
@@ -89,9 +100,11 @@ class CrossSection:
         return cell_mask(self.labels[m], self.center_index)
 
     def metrics(self, m: int) -> dict[str, float]:
-        """:func:`cell_metrics` of model m's map plus its boundary distance."""
+        """:func:`cell_metrics` of model m's map plus its boundary distance, measured (``radius``) and
+        predicted by the linearised logits (``predicted_radius``)."""
         out = cell_metrics(self.labels[m], self.center_index)
         out["radius"] = float(self.boundary_distance[m])
+        out["predicted_radius"] = float(self.predicted_distance[m])
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -103,9 +116,11 @@ class CrossSection:
         return out
 
     def npz_bytes(self) -> bytes:
-        """:meth:`arrays` plus boundary_angle, origin_label and extent, as a compressed NPZ file."""
+        """:meth:`arrays` plus boundary_angle, predicted_distance, origin_label and extent, as a
+        compressed NPZ file."""
         arrays: dict[str, Any] = dict(self.arrays())
         arrays.update(boundary_angle=self.boundary_angle.astype(np.float64),
+                      predicted_distance=self.predicted_distance.astype(np.float64),
                       origin_label=self.origin_label.astype(np.int64),
                       extent=np.float64(self.extent))
         buf = io.BytesIO()
@@ -120,7 +135,7 @@ class CrossSection:
 def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent: float = 1.0,
                   resolution: int = 201, *, device: str | torch.device | None = None,
                   batch_size: int | None = None, refine: bool = True, coarse_step: int | None = None,
-                  boundary: bool = True, n_directions: int = 180,
+                  boundary: bool = True, n_directions: int = 180, predict: bool = True,
                   on_event: EventFn | None = None) -> CrossSection:
     """Class and top-softmax maps of one or more models on a square grid of a plane.
 
@@ -142,6 +157,8 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
         coarse_step: spacing of the coarse grid in pixels (default: :func:`default_coarse_step`).
         boundary: also compute :func:`boundary_distance` (else inf, nan).
         n_directions: rays of the boundary search.
+        predict: also compute ``predicted_distance`` (the linearised radius; a few forward and
+            backward passes per model), else nan.
         on_event: progress callback, called with
             ``{"event": "progress", "stage": "map"|"boundary", "model": m, "models": M, "fraction": f}``.
 
@@ -164,6 +181,7 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
     dist = np.full(nm, math.inf)
     angle = np.full(nm, math.nan)
     evals = np.zeros(nm, dtype=np.int64)
+    predicted = np.full(nm, math.nan)
 
     def emit(stage: str, m: int, fraction: float) -> None:
         if on_event is not None:
@@ -189,12 +207,14 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
             dist[m], angle[m] = boundary_search(ev, y0, extent, n_directions=n_directions,
                                                  start_radius=start_radius)
             emit("boundary", m, 1.0)
+        if predict:
+            predicted[m] = linear_prediction(*in_plane_jacobian(ev.model, plane, device=ev.device)).distance
     return CrossSection(plane=plane, extent=extent, coords=coords, labels=labels, confidence=conf,
                         boundary_distance=dist, boundary_angle=angle,
                         origin_label=np.array([o[0] for o in origin], dtype=np.int64),
                         origin_confidence=np.array([o[1] for o in origin], dtype=np.float32),
                         evaluations=evals, seconds=time.perf_counter() - t0, refined=refine,
-                        num_classes=max(ev.num_classes for ev in evs))
+                        num_classes=max(ev.num_classes for ev in evs), predicted_distance=predicted)
 
 
 def _inside_radius(labels: np.ndarray, coords: np.ndarray, y0: int) -> float:

@@ -1,4 +1,6 @@
-"""``python -m jacreg cells``: one cross section (NPZ, PNG, a summary) and optional cell statistics."""
+"""``python -m jacreg cells``: one cross section (NPZ, PNG, a summary), optional cell statistics, and
+the film of the cells through training (``--film out.html|out.gif``, from the checkpoints' per-epoch
+snapshots written by ``train --snapshot-every``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..catalog import Snapshot
 from ..cells import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -22,11 +25,13 @@ from ..cells import (
     random_plane,
     sample_plane,
 )
+from ..cells.film import film, snapshot_runs
 from ..checkpoints import load_checkpoint
 from ..device import pick
 from ..errors import ConfigError, ShapeError
 from ..evaluation import load_test_split
 from ..figures.cells import cells_png
+from ..figures.film import FRAME_MS, film_gif, film_html
 from ..fileio import atomic_write_bytes
 from ..parsing import parse_indices, parse_through
 from ..robustness import minimal_adversarial_distance
@@ -62,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="grid of the statistics' maps")
     p.add_argument("--min-adversarial", choices=["none", "fmn", "deepfool"], default="none",
                    help="also report the full-space distance to the nearest adversarial (foolbox, L2)")
+    p.add_argument("--film", default=None, metavar="FILE",
+                   help="also play the checkpoints' per-epoch snapshots (train --snapshot-every N) on this "
+                        "plane and write the film: .html (self-contained, plays offline) or .gif")
+    p.add_argument("--film-ms", type=int, default=FRAME_MS, metavar="MS",
+                   help="milliseconds per epoch in the film")
     p.add_argument("--full", action="store_true", help="evaluate every grid point (no refinement)")
     p.add_argument("--dataset", default=None, help="default: the first checkpoint's dataset")
     p.add_argument("--arch", default=None, help="for files without a model card (default: inferred)")
@@ -81,6 +91,43 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--sample must be a test-sample index >= 0, got {args.sample}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.film and Path(args.film).suffix.lower() not in FILM_FORMATS:
+        raise ConfigError(f"--film {args.film}: write the film as .html or .gif")
+    if args.film_ms < 10:
+        raise ConfigError(f"--film-ms must be at least 10 milliseconds, got {args.film_ms}")
+
+
+FILM_FORMATS = (".html", ".htm", ".gif")
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made unique (runs' cards are often all called ``model``): ``model``, ``model (2)``, ..."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
+
+
+def _write_film(args: argparse.Namespace, runs: dict[str, list[Snapshot]], plane: Plane, dev: torch.device,
+                title: str) -> list[dict[str, Any]]:
+    """Compute the film over the checkpoints' snapshots, write ``--film``, print the radius per epoch."""
+    movie = film(runs, plane, args.extent, args.resolution, device=dev, batch_size=args.batch_size,
+                 on_event=stage_bars("film"))
+    if Path(args.film).suffix.lower() == ".gif":
+        data = film_gif(movie, title=title, frame_ms=args.film_ms)
+    else:
+        data = film_html(movie, title=f"Cells through training: {title}", frame_ms=args.film_ms)
+    atomic_write_bytes(args.film, data)
+    rows = movie.radii()
+    print(f"film: {movie.frames} frames of {len(runs)} run(s), {movie.seconds_per_frame():.2f} s per frame "
+          f"-> {args.film}")
+    print(f"  {'run':<24} {'epoch':>5} {'radius':>10} {'linearised':>10} {'prediction':>10}")
+    for r in rows:
+        print(f"  {r['run'][:24]:<24} {r['epoch']:>5d} {r['radius']:>10.4g} {r['predicted_radius']:>10.4g} "
+              f"{r['prediction']:>10d}")
+    return rows
 
 
 def _load_models(paths: list[str], device: torch.device, arch: str | None,
@@ -134,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     explicit = parse_indices(args.through, "--through") if args.plane == "samples" and args.through else []
     dev = pick(args.device)
     models, metas, names = _load_models(args.checkpoints, dev, args.arch, args.dataset)
+    runs = snapshot_runs(dict(zip(_unique(names), args.checkpoints, strict=True))) if args.film else {}
     need = max([args.sample + 2, args.stats - 1] + explicit) + 1
     dataset, x, y = load_test_split(metas[0], dataset=args.dataset, limit=need, data_root=args.data_root)
     if args.sample >= x.shape[0]:
@@ -164,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         row: dict[str, Any] = {"name": name, "prediction": int(cs.origin_label[m]),
                "confidence": float(cs.origin_confidence[m]),
                "boundary_distance": float(cs.boundary_distance[m]),
+               "predicted_distance": float(cs.predicted_distance[m]),
                "area_fraction": met["area_fraction"], "regions": int(met["regions"]),
                "evaluations": int(cs.evaluations[m])}
         if min_adv is not None:
@@ -174,9 +223,12 @@ def run(args: argparse.Namespace) -> int:
         extra = (f", nearest adversarial ({args.min_adversarial}) {row['min_adversarial_distance']:.4g}"
                  if min_adv is not None else "")
         print(f"  {name}: predicts {row['prediction']} (p={row['confidence']:.3f}), "
-              f"in-plane radius {radius}, "
+              f"in-plane radius {radius} (linearised {row['predicted_distance']:.4g}), "
               f"cell {100 * row['area_fraction']:.1f}% of the window, {row['regions']} regions, "
               f"{row['evaluations']} evaluations{extra}")
+    film_rows = None
+    if args.film:
+        film_rows = _write_film(args, runs, plane, dev, f"sample {args.sample}, {plane.kind} plane")
     stats: dict[str, list[dict[str, Any]]] = {}
     if args.stats:
         for kind in ("random", "adversarial"):
@@ -189,5 +241,6 @@ def run(args: argparse.Namespace) -> int:
         "dataset": dataset, "sample": args.sample, "label": y0, "plane": plane.kind,
         "note": plane.note, "seed": args.seed, "extent": args.extent, "resolution": args.resolution,
         "seconds": cs.seconds, "models": rows, "npz": args.npz, "png": args.png, "stats": stats,
+        "film": args.film, "film_frames": film_rows,
     })
     return 0

@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
             progress.n = event["step"]
             progress.set_postfix(loss=f"{event['loss']:.3f}", jr=f"{event['jr']:.3g}", refresh=False)
             progress.refresh()
-        elif kind == "epoch":
-            line = _epoch_line(event)
+        elif kind in ("epoch", "jr_estimator"):
+            line = (_epoch_line(event) if kind == "epoch"
+                    else f"JR estimator: {event['method']} ({event['reason']})")
             if progress is not None:
                 progress.write(line, file=sys.stderr)
             else:

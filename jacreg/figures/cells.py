@@ -2,7 +2,8 @@
 
 Fill colour = predicted class (a fixed palette), fading to white as the top softmax falls; thin
 iso-lines of the top softmax; the sample as a black dot; a black circle at the in-plane distance to
-the nearest boundary.
+the nearest boundary, and a dashed one at the distance the Jacobian predicts (the logits linearised
+at the sample, :mod:`jacreg.cells.linear`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..cells import CrossSection
 from ..errors import ShapeError
 from .style import class_color, class_label, new_figure, png_bytes, rgb
 
-__all__ = ["CONFIDENCE_LEVELS", "cell_figure", "cell_rgb", "cells_figure", "cells_matplotlib", "cells_png",
+__all__ = ["CONFIDENCE_LEVELS", "MEASURED_LINE", "PREDICTED_LINE", "cell_figure", "cell_rgb", "cells_figure",
+           "cells_matplotlib", "cells_png",
            "confidence_alpha"]
 
 
@@ -55,10 +57,22 @@ def cell_rgb(labels: np.ndarray, confidence: np.ndarray, num_classes: int) -> np
     return np.round(255.0 - a * (255.0 - base)).astype(np.uint8)
 
 
-def _radius_text(r: float, extent: float) -> str:
-    if math.isfinite(r):
-        return f"r = {r:.3g}"
-    return f"r > {4 * extent:.3g} (no boundary found)"
+#: Line styles of the two circles: measured (solid) and predicted by the linearised logits (dashed).
+MEASURED_LINE: dict[str, Any] = {"color": "black", "width": 1.5}
+PREDICTED_LINE: dict[str, Any] = {"color": "black", "width": 1.2, "dash": "dash"}
+
+
+def _radius_text(r: float, extent: float, predicted: float = math.nan) -> str:
+    text = f"r = {r:.3g}" if math.isfinite(r) else f"r > {4 * extent:.3g} (no boundary found)"
+    if math.isfinite(predicted):
+        text += f", linearised {predicted:.3g}"
+    elif math.isinf(predicted):
+        text += ", linearised: none"
+    return text
+
+
+def _predicted(cs: CrossSection, k: int) -> float:
+    return float(cs.predicted_distance[k]) if k < cs.predicted_distance.size else math.nan
 
 
 def _model_names(cs: CrossSection, names: Sequence[str] | None) -> list[str]:
@@ -79,7 +93,8 @@ def cells_figure(cs: CrossSection, names: Sequence[str] | None = None,
     Per model: fill colour = predicted class (fixed palette), opacity rising with the top softmax
     (white near boundaries), thin iso-lines of the top softmax, the sample as a black dot, a black
     circle of radius ``cs.boundary_distance[m]`` with a cross at the nearest point of another
-    class, marks of the plane (e.g. the other samples), axes in input-space L2 units. Hovering shows
+    class, a dashed circle of radius ``cs.predicted_distance[m]`` (the linearised logits), marks of
+    the plane (e.g. the other samples), axes in input-space L2 units. Hovering shows
     coordinates, class and confidence on a grid of up to ``hover_points`` x ``hover_points`` points;
     those points are also selectable (``st.plotly_chart(..., on_select="rerun")`` reports clicks as
     points with ``x``, ``y`` and ``curve_number``).
@@ -90,7 +105,7 @@ def cells_figure(cs: CrossSection, names: Sequence[str] | None = None,
     extent = float(cs.extent)
     dx = float(coords[1] - coords[0])
     lo, hi = float(coords[0]) - dx / 2, float(coords[-1]) + dx / 2
-    titles = [f"{n}<br><sub>{_radius_text(float(cs.boundary_distance[k]), extent)}</sub>"
+    titles = [f"{n}<br><sub>{_radius_text(float(cs.boundary_distance[k]), extent, _predicted(cs, k))}</sub>"
               for k, n in enumerate(names)]
     fig = make_subplots(rows=1, cols=m_count, subplot_titles=titles, horizontal_spacing=0.06)
     stride = max(1, math.ceil(coords.size / max(2, hover_points)))
@@ -130,7 +145,11 @@ def cells_figure(cs: CrossSection, names: Sequence[str] | None = None,
         r = float(cs.boundary_distance[k])
         if math.isfinite(r):
             fig.add_shape(type="circle", xref=xref, yref=yref, x0=-r, y0=-r, x1=r, y1=r,
-                          line={"color": "black", "width": 1.5})
+                          line=MEASURED_LINE, name="measured")
+        rp = _predicted(cs, k)
+        if math.isfinite(rp):
+            fig.add_shape(type="circle", xref=xref, yref=yref, x0=-rp, y0=-rp, x1=rp, y1=rp,
+                          line=PREDICTED_LINE, name="predicted")
             ang = float(cs.boundary_angle[k])
             if math.isfinite(ang):
                 fig.add_trace(go.Scatter(
@@ -162,6 +181,9 @@ def cells_figure(cs: CrossSection, names: Sequence[str] | None = None,
             x=[None], y=[None], mode="markers", name=f"class {class_label(int(c), class_names)}",
             marker={"symbol": "square", "size": 12, "color": class_color(int(c))}, showlegend=True,
         ), row=1, col=1)
+    for name, line in (("measured radius", MEASURED_LINE), ("linearised (Jacobian)", PREDICTED_LINE)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, line=line, showlegend=True),
+                      row=1, col=1)
     fig.update_layout(
         title=title, height=height, margin={"l": 50, "r": 20, "t": 80 if title else 60, "b": 90},
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.5, "xanchor": "center",
@@ -176,6 +198,7 @@ def cell_figure(cs: CrossSection, m: int = 0, name: str | None = None,
     """The decision-cell map of one model (model ``m`` of the cross section)."""
     one = replace(cs, labels=cs.labels[m:m + 1], confidence=cs.confidence[m:m + 1],
                   boundary_distance=cs.boundary_distance[m:m + 1], boundary_angle=cs.boundary_angle[m:m + 1],
+                  predicted_distance=cs.predicted_distance[m:m + 1],
                   origin_label=cs.origin_label[m:m + 1], origin_confidence=cs.origin_confidence[m:m + 1],
                   evaluations=cs.evaluations[m:m + 1])
     return cells_figure(one, [name or f"model {m + 1}"], class_names, **kwargs)
@@ -201,6 +224,9 @@ def cells_matplotlib(cs: CrossSection, names: Sequence[str] | None = None,
                 warnings.simplefilter("ignore")
                 ax.contour(coords, coords, conf, levels=list(CONFIDENCE_LEVELS), colors="k",
                            linewidths=0.4, alpha=0.5)
+        rp = _predicted(cs, k)
+        if math.isfinite(rp):
+            ax.add_patch(Circle((0, 0), rp, fill=False, color="k", lw=1.0, ls="--"))
         r = float(cs.boundary_distance[k])
         if math.isfinite(r):
             ax.add_patch(Circle((0, 0), r, fill=False, color="k", lw=1.2))
@@ -215,15 +241,16 @@ def cells_matplotlib(cs: CrossSection, names: Sequence[str] | None = None,
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_title(f"{names[k]}\n{_radius_text(r, cs.extent)}", fontsize=10)
+        ax.set_title(f"{names[k]}\n{_radius_text(r, cs.extent, rp)}", fontsize=10)
         ax.set_xlabel("u (L2 units)")
         if k == 0:
             ax.set_ylabel("v (L2 units)")
     handles: list[Artist] = [Patch(color=class_color(int(c)), label=class_label(int(c), class_names))
                              for c in np.unique(cs.labels)]
     handles += [Line2D([], [], marker="o", color="k", ls="", label="sample"),
-                Line2D([], [], color="k", lw=1.2, label="distance to boundary")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 12), fontsize=8,
+                Line2D([], [], color="k", lw=1.2, label="distance to boundary"),
+                Line2D([], [], color="k", lw=1.0, ls="--", label="linearised (Jacobian)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 * m_count), fontsize=8,
                frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from jacreg import jobs
+from jacreg.catalog import list_snapshots
 from tests.helpers import text
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -64,6 +65,8 @@ def test_start_watch_finish_and_open_on_cells(app: AppTest, tmp_path: Path) -> N
     assert any("page-jr" in text(m) for m in app.markdown)
     status = started[0].wait(120)
     assert status["state"] == "finished", started[0].log_tail()
+    assert started[0].config["snapshot_every"] == 1                 # on by default for LeNet'
+    assert [s.epoch for s in list_snapshots(started[0].checkpoint_path)] == [1, 2]
     app.run()
     assert any("Finished 2 epoch(s)" in s.value for s in app.success)
     assert len(app.get("plotly_chart")) >= 1
@@ -73,6 +76,15 @@ def test_start_watch_finish_and_open_on_cells(app: AppTest, tmp_path: Path) -> N
     assert app.session_state["selected_models"] == [f"run:{started[0].id}"]
     assert not app.exception
     assert app.title[0].value == "Decision cells"
+
+
+def test_snapshots_are_on_by_default_for_small_models(app: AppTest) -> None:
+    assert app.number_input(key="train_snapshot_every").value == 1
+    app.selectbox(key="train_arch").set_value("resnet18").run()
+    assert app.number_input(key="train_snapshot_every").value == 0      # 11.7 M parameters: off
+    app.selectbox(key="train_arch").set_value("lenet").run()
+    assert app.number_input(key="train_snapshot_every").value == 1
+    assert not app.exception
 
 
 def test_invalid_config_is_refused_with_the_reason(app: AppTest) -> None:

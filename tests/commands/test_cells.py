@@ -87,3 +87,39 @@ def test_cli_models_with_different_input_shapes(ckpts, tmp_path, capsys):
     assert rc == 2 and "input shapes" in err and len(err.splitlines()) == 1
     rc = main(["cells", str(tmp_path / "missing.safetensors"), "--npz", str(tmp_path / "x.npz")])
     assert rc == 2
+
+
+def test_cli_writes_the_film_as_html_and_gif(snapshot_pair, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    none, jr = snapshot_pair / "lenet-none.safetensors", snapshot_pair / "lenet-jr.safetensors"
+    html, js = tmp_path / "film.html", tmp_path / "film.json"
+    rc = main(["cells", str(none), str(jr), "--sample", "2", "--extent", "3", "--resolution", "21",
+               "--film", str(html), "--film-ms", "200", "--json", str(js), "--device", "cpu"])
+    assert rc == 0
+    page = html.read_text()
+    assert "Plotly.addFrames" in page and "<script src=" not in page      # plays offline
+    out = capsys.readouterr().out
+    assert "film: 6 frames of 2 run(s)" in out and "linearised" in out
+    summary = json.loads(js.read_text())
+    frames = summary["film_frames"]
+    assert [(f["run"], f["epoch"]) for f in frames] == [(n, e) for n in ("lenet-none", "lenet-jr")
+                                                        for e in (1, 2, 3)]
+    assert all("predicted_radius" in f and "radius" in f for f in frames)
+    assert all("predicted_distance" in m for m in summary["models"])
+    gif = tmp_path / "film.gif"
+    assert main(["cells", str(jr), "--extent", "3", "--resolution", "15", "--film", str(gif),
+                 "--device", "cpu"]) == 0
+    assert Image.open(gif).n_frames == 3
+
+
+@pytest.mark.parametrize("film, message", [("film.mp4", ".html or .gif"),
+                                           ("film.html", "--snapshot-every 1")])
+def test_cli_film_errors_are_one_line(ckpts, tmp_path, capsys, film, message):
+    a, _, _ = ckpts
+    rc = main(["cells", str(a), "--resolution", "15", "--film", str(tmp_path / film), "--device", "cpu"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

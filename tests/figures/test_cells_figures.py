@@ -66,13 +66,18 @@ def test_cells_figure_side_by_side(section):
     fig = plots.cells_figure(section, ["a", "b"], class_names=["zero", "one", "two"])
     layout = fig.layout
     assert len(layout.images) == 2                                  # one map per model
-    assert len([s for s in layout.shapes if s.type == "circle"]) == 2
+    measured = [s for s in layout.shapes if s.type == "circle" and s.line.dash is None]
+    predicted = [s for s in layout.shapes if s.type == "circle" and s.line.dash == "dash"]
+    assert len(measured) == len(predicted) == 2                     # solid: measured, dashed: linearised
     r = float(section.boundary_distance[0])
     assert r == pytest.approx(0.4, rel=0.005)
-    circle = layout.shapes[0]
-    assert circle.x0 == pytest.approx(-r) and circle.x1 == pytest.approx(r)
+    assert measured[0].x0 == pytest.approx(-r) and measured[0].x1 == pytest.approx(r)
+    # the models are linear in the plane: the linearised radius is exact
+    assert predicted[0].x1 == pytest.approx(float(section.predicted_distance[0]))
+    assert predicted[0].x1 == pytest.approx(0.4, rel=1e-4)
     legend = [t.name for t in fig.data if t.showlegend]
-    assert legend == ["class 0 zero", "class 1 one", "class 2 two"]  # one shared legend
+    assert legend == ["class 0 zero", "class 1 one", "class 2 two",   # one shared legend
+                      "measured radius", "linearised (Jacobian)"]
     assert layout.xaxis.range[0] < -1.0 < 1.0 < layout.xaxis.range[1]
     assert layout.yaxis2.scaleanchor == "x2"                        # square, L2 units on both axes
     assert "L2" in layout.xaxis.title.text and "L2" in layout.yaxis.title.text
@@ -116,8 +121,14 @@ def test_single_model_figure_and_no_boundary(section):
     inf = cells.CrossSection(**{**section.__dict__, "boundary_distance": np.array([math.inf, math.inf]),
                                 "boundary_angle": np.array([math.nan, math.nan])})
     fig = plots.cells_figure(inf)
-    assert not [s for s in fig.layout.shapes if s.type == "circle"]
+    circles = [s.line.dash for s in fig.layout.shapes if s.type == "circle"]
+    assert circles == ["dash", "dash"]  # the linearised circles only
     assert "no boundary" in fig.layout.annotations[0].text
+    none = cells.CrossSection(**{**inf.__dict__, "predicted_distance": np.array([math.inf, math.nan])})
+    fig = plots.cells_figure(none)
+    assert not [s for s in fig.layout.shapes if s.type == "circle"]
+    assert "linearised: none" in fig.layout.annotations[0].text
+    assert "linearised" not in fig.layout.annotations[1].text
 
 
 def test_png_export_without_a_browser(section):
