@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..training import TrainConfig
 
 __all__ = ["CLAIMS", "DATASET_EPOCHS", "DEFAULT_EPOCHS", "FASHION", "FASHION_KEYS", "FGSM_EPS_QUOTED", "FIG1",
+           "FILM_KEYS", "FILM_SNAPSHOT_EVERY",
            "FIG2", "FIG3", "ITERATION_EPOCHS", "ITERATION_KEYS", "MATCH_KEYS", "NOISE_SIGMA_QUOTED",
            "PAPER_TABLE1", "PAPER_TABLE2", "SETTINGS", "TABLE1", "TABLE2", "ZOO", "EvalSpec", "Options",
            "Setting", "config_matches", "quick_spec", "train_config", "zoo_dir"]
@@ -62,6 +63,9 @@ FASHION = "fashion-mnist"
 #: How ||J||_F and accuracy move with the length of training: these settings at these epochs too.
 ITERATION_KEYS = ("none", "jr")
 ITERATION_EPOCHS = (75, 300)
+#: The zoo models whose training can be played as a film (Cells page): a snapshot every N epochs.
+FILM_KEYS = ("none", "jr")
+FILM_SNAPSHOT_EVERY = 10
 
 
 #: Test samples evaluated after each epoch during training (the full test set is used at the end).
@@ -257,6 +261,8 @@ def train_config(setting: Setting, opts: Options, seed: int = 0, dataset: str | 
         "limit_batches": 2 if opts.quick else None, "data_root": opts.data_root,
         "out": _rel(folder / setting.file_name(dataset)), "log_every": 5,
     }
+    if setting.zoo and canonical and setting.key in FILM_KEYS and dataset == opts.dataset:
+        values["snapshot_every"] = FILM_SNAPSHOT_EVERY
     values.update(setting.overrides)
     return TrainConfig(**values).validate()
 
