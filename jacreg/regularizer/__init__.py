@@ -33,10 +33,10 @@ either variance by ``n_proj``.
 Speed (LeNet', batch 100, one CPU thread, ``benchmarks/jr_step.py``): a ``"vjp"`` step takes about
 1.55x a plain step, 0.74x Algorithm 1 written plainly (``autograd.grad(logits, x, v, create_graph=True)``
 on a leaf input: 2.1x a plain step); exact mode about 8x a plain step. The reverse pass runs the
-network's traced graph with explicit, differentiable pullbacks (:mod:`jacreg.regularizer.reverse_mode`): the input
-needs no gradient (a leaf input makes ``loss.backward()`` form the first layer's input gradient a
-second time), activations before max pooling run on the pooled values, and convolutions use the
-faster of several exact kernels for the first layer's shapes (:mod:`jacreg.regularizer.kernels`).
+network's traced graph with explicit, differentiable pullbacks (:mod:`jacreg.regularizer.reverse_mode`):
+the input needs no gradient (a leaf input makes ``loss.backward()`` form the first layer's input
+gradient a second time), activations before max pooling run on the pooled values, and convolutions
+use the faster of several exact kernels for the first layer's shapes (:mod:`jacreg.regularizer.kernels`).
 
 :class:`JacobianReg` is the paper's module interface (``reg(x, logits)``, J with respect to whatever
 ``x`` is; a drop-in replacement for the official class). :func:`jacobian_penalty` is what training
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -231,7 +231,7 @@ def resolve_method(model: nn.Module, x: Tensor, n_proj: int = 1, *, calibrate: b
     if not calibrate and key in cache:
         return cache[key]
     wrapped = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
-    inner: nn.Module = model.module if wrapped else model  # type: ignore[assignment]
+    inner = cast(nn.Module, model.module) if wrapped else model
     normalize, body = split_normalization(inner)  # the network itself, not its DDP wrapper
     with torch.no_grad():
         z = normalize(x.detach())

@@ -1,20 +1,20 @@
 """Jacobian rows ``v^T J`` through PyTorch's autograd: networks the traced tape does not take, and graphs
 the caller built.
 
-:func:`reverse` is the general path of :mod:`jacreg.regularizer.reverse_mode`: one forward pass of the network as a
-whole, then one ``autograd.grad(..., create_graph=True)`` per direction (or, for exact norms without a
-graph, ``torch.func.vjp`` vectorised over the directions). :func:`rows_on_graph` is the same product on
-a graph the caller built (:class:`jacreg.JacobianReg`, the paper's Algorithm 1 on ``reg(x, logits)``):
-one backward pass per direction, as the official code does, except that when the input feeds a single
-convolution the passes stop at that convolution's output and its input gradient uses
-:mod:`jacreg.regularizer.kernels`.
+:func:`reverse` is the general path of :mod:`jacreg.regularizer.reverse_mode`: one forward pass of the
+network as a whole, then one ``autograd.grad(..., create_graph=True)`` per direction (or, for exact
+norms without a graph, ``torch.func.vjp`` vectorised over the directions). :func:`rows_on_graph` is
+the same product on a graph the caller built (:class:`jacreg.JacobianReg`, the paper's Algorithm 1 on
+``reg(x, logits)``): one backward pass per direction, as the official code does, except that when the
+input feeds a single convolution the passes stop at that convolution's output and its input gradient
+uses :mod:`jacreg.regularizer.kernels`.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,8 @@ from .traced import functorch_ok
 __all__ = ["RowsFn", "grad_rows", "reverse", "rows_on_graph"]
 
 RowsFn = Callable[[Tensor], Tensor]  # cotangents (K, B, C) -> rows v_k^T J of shape (K, *input_shape)
+# torch.func.vjp without has_aux: (output, vjp_fn); its annotation also allows the 3-tuple with aux.
+_Vjp = tuple[Any, Callable[[Tensor], tuple[Tensor, ...]]]
 
 # Networks that torch.func cannot transform (e.g. batch norm updating its running statistics in place).
 _NO_FUNC: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -61,7 +63,7 @@ def reverse(body: Callable[[Tensor], Tensor], z: Tensor, *, create_graph: bool) 
     key = body if isinstance(body, nn.Module) else None
     if not create_graph and functorch_ok(body) and (key is None or key not in _NO_FUNC):
         try:
-            logits, vjp_fn = torch.func.vjp(body, z)
+            logits, vjp_fn = cast(_Vjp, torch.func.vjp(body, z))
         except RuntimeError:  # e.g. in-place buffer updates; autograd below re-raises a genuine error
             if key is not None:
                 _NO_FUNC.add(key)
@@ -119,8 +121,8 @@ def rows_on_graph(logits: Tensor, x: Tensor, cotangents: Tensor) -> Tensor | Non
     (``create_graph``): shape (K, *x.shape), or None when the logits do not depend on ``x``.
 
     One backward pass per direction; when ``x`` feeds a single convolution the passes stop at its
-    output and the convolution's input gradient is formed with the kernels of :mod:`jacreg.regularizer.kernels`.
-    The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
+    output and the convolution's input gradient is formed with the kernels of
+    :mod:`jacreg.regularizer.kernels`. The same values as ``autograd.grad(logits, x, v, create_graph=True)``.
     """
     first = _first_conv(logits, x) if x.requires_grad else None
     if first is None:

@@ -8,7 +8,8 @@ returning ``(logits, R)`` from one forward pass, differentiable with respect to 
 * :func:`penalty_exact` -- all C rows of J.
 
 The public entry points (argument checks, the normalisation split, the choice of method) are in
-:mod:`jacreg.regularizer`; the evaluators in :mod:`jacreg.regularizer.reverse_mode` and :mod:`jacreg.regularizer.forward_mode`.
+:mod:`jacreg.regularizer`; the evaluators in :mod:`jacreg.regularizer.reverse_mode` and
+:mod:`jacreg.regularizer.forward_mode`.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ torch.autograd.forward_ad is exact and general, but for a layer whose weight car
 rules still evaluate (and later differentiate) the weight-tangent term with a zero tensor: every
 convolution and linear layer runs twice in the tangent pass (LeNet' on CPU: a JR step through
 forward_ad takes about 2.0x a plain step, through this evaluator about 1.7x; benchmarks/jr_step.py).
-The evaluator here walks the traced graph of the network once (:mod:`jacreg.regularizer.traced`), computing each
-node's primal value with the layer itself and its tangent with the layer's linear part (convolution
-without bias, max-pooling by gathering at the primal's argmax, tanh' from the primal output, the
-primal's dropout mask, ...). Tangents carry a leading projection dimension K so that ``n_proj``
-input-space directions share the single primal forward pass. Any node without a rule goes through
-``torch.func.jvp`` (exact, just not specialised), and a network that cannot be traced uses
+The evaluator here walks the traced graph of the network once (:mod:`jacreg.regularizer.traced`),
+computing each node's primal value with the layer itself and its tangent with the layer's linear part
+(convolution without bias, max-pooling by gathering at the primal's argmax, tanh' from the primal
+output, the primal's dropout mask, ...). Tangents carry a leading projection dimension K so that
+``n_proj`` input-space directions share the single primal forward pass. Any node without a rule goes
+through ``torch.func.jvp`` (exact, just not specialised), and a network that cannot be traced uses
 forward_ad / ``torch.func.jvp`` as a whole.
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import operator
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, SupportsIndex, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,11 @@ from .traced import (
 
 __all__ = ["is_forward_ad_gap", "jvp_forward", "jvp_generic"]
 
-Env = dict[Node, tuple[Any, Any]]
+Env = dict[Node, tuple[Any, Any]]  # node -> (primal, tangents with a leading dimension K, or None)
+Dual = tuple[Tensor, Tensor]  # a rule's (primal, tangents) for a node with a tensor output
+Rule = Callable[[Any, Node, Env], tuple[Any, Any]]  # (module, function or method name, node, env)
+# torch.func.jvp without has_aux: (output, tangents); its annotation also allows the 3-tuple with aux.
+_Pair = tuple[Any, Any]
 
 
 def _unary(node: Node, env: Env) -> tuple[Tensor, Tensor]:
@@ -67,7 +71,7 @@ def _unary(node: Node, env: Env) -> tuple[Tensor, Tensor]:
     return p, t
 
 
-def _conv_rule(mod: nn.Module, node: Node, env: Env) -> tuple[Tensor, Tensor]:
+def _conv_rule(mod: nn.Conv1d | nn.Conv2d | nn.Conv3d, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     dims = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}[type(mod)]
     if len(node.args) != 1 or node.kwargs or p.dim() != dims:
@@ -82,7 +86,7 @@ def _conv_rule(mod: nn.Module, node: Node, env: Env) -> tuple[Tensor, Tensor]:
     return out, tan.view(t.shape[0], *out.shape)
 
 
-def _linear_rule(mod: nn.Module, node: Node, env: Env) -> tuple[Tensor, Tensor]:
+def _linear_rule(mod: nn.Linear, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
@@ -99,37 +103,38 @@ def _pointwise(t: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
     return fn(t)
 
 
-def _tanh(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _tanh(p: Tensor, t: Tensor) -> Dual:
     y = torch.tanh(p)
     return y, _pointwise(t, lambda u: torch.ops.aten.tanh_backward(u, y))  # u * (1 - y^2), one kernel
 
 
-def _sigmoid(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _sigmoid(p: Tensor, t: Tensor) -> Dual:
     y = torch.sigmoid(p)
     return y, _pointwise(t, lambda u: torch.ops.aten.sigmoid_backward(u, y))  # u * y * (1 - y)
 
 
-def _relu(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def _relu(p: Tensor, t: Tensor) -> Dual:
     y = torch.relu(p)
     return y, _pointwise(t, lambda u: torch.ops.aten.threshold_backward(u, y, 0))  # u where y > 0
 
 
-def _activation_rule(fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]):
-    def rule(target: Any, node: Node, env: Env) -> tuple[Tensor, Tensor]:
+def _activation_rule(fn: Callable[[Tensor, Tensor], Dual]) -> Rule:
+    def rule(target: Any, node: Node, env: Env) -> Dual:
         p, t = _unary(node, env)
         return fn(p, t)
     return rule
 
 
-_ACTIVATIONS: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]] = {
+_ACTIVATIONS: dict[str, Callable[[Tensor, Tensor], Dual]] = {
     "tanh": _tanh, "sigmoid": _sigmoid, "relu": _relu}
 
 
 def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Tensor]:
+                ceil_mode: bool, activation: str | None = None) -> Dual:
     """Max pooling's tangent: the tangent read at the primal's argmax (the same indices). With
     ``activation`` (applied before the pooling in the network, see
-    :func:`jacreg.regularizer.traced.activations_before_max_pool`) it is applied after, to the pooled values."""
+    :func:`jacreg.regularizer.traced.activations_before_max_pool`) it is applied after, to the pooled
+    values."""
     if p.dim() != 4:
         raise NotHandled
     out, idx = kernels.max_pool2d_with_indices(p, pair(kernel_size), pair(stride if stride else kernel_size),
@@ -144,7 +149,7 @@ def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: An
     return out, tan
 
 
-def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
+def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple[Any, Any, Any, Any, bool]:
     """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
     if isinstance(target, nn.MaxPool2d):
         if target.return_indices or len(node.args) != 1 or node.kwargs:
@@ -158,12 +163,12 @@ def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
             b.get("ceil_mode", False))
 
 
-def _max_pool_rule(target: Any, node: Node, env: Env) -> tuple[Tensor, Tensor]:
+def _max_pool_rule(target: Any, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     return _max_pool2d(p, t, *_pool_arguments(target, node, env, p))
 
 
-def _linear_module_rule(mod: nn.Module, node: Node, env: Env):
+def _linear_module_rule(mod: nn.Module, node: Node, env: Env) -> Dual:
     """Layers that are linear in their input and act per sample (pooling by averaging)."""
     p, t = _unary(node, env)
     dims = {nn.AvgPool1d: 3, nn.AvgPool2d: 4, nn.AvgPool3d: 5, nn.AdaptiveAvgPool1d: 3,
@@ -174,7 +179,7 @@ def _linear_module_rule(mod: nn.Module, node: Node, env: Env):
     return out, mod(fold(t)).view(t.shape[0], *out.shape)
 
 
-def _dropout(p: Tensor, t: Tensor, prob: float, training: bool) -> tuple[Tensor, Tensor]:
+def _dropout(p: Tensor, t: Tensor, prob: float, training: bool) -> Dual:
     if not training or prob == 0.0:
         return p, t
     if prob == 1.0:
@@ -184,14 +189,14 @@ def _dropout(p: Tensor, t: Tensor, prob: float, training: bool) -> tuple[Tensor,
     return p * mask, _pointwise(t, lambda u: u * mask)
 
 
-def _dropout_module_rule(mod: nn.Dropout, node: Node, env: Env):
+def _dropout_module_rule(mod: nn.Dropout, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
     return _dropout(p, t, float(mod.p), mod.training)
 
 
-def _dropout_function_rule(fn: Any, node: Node, env: Env):
+def _dropout_function_rule(fn: Any, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     bound = bind(node, p, ("input", "p", "training", "inplace"), lambda n: env[n][0])
     prob, training = bound.get("p", 0.5), bound.get("training", True)
@@ -200,7 +205,7 @@ def _dropout_function_rule(fn: Any, node: Node, env: Env):
     return _dropout(p, t, float(prob), training)
 
 
-def _batch_norm_rule(mod: nn.Module, node: Node, env: Env):
+def _batch_norm_rule(mod: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d, node: Node, env: Env) -> Dual:
     """Batch norm: a per-channel affine map with running statistics (eval mode); with batch statistics
     (train mode) the linearisation of the normalisation, which couples the samples of the batch."""
     p, t = _unary(node, env)
@@ -224,14 +229,14 @@ def _batch_norm_rule(mod: nn.Module, node: Node, env: Env):
     return out, tan
 
 
-def _flatten_module_rule(mod: nn.Flatten, node: Node, env: Env):
+def _flatten_module_rule(mod: nn.Flatten, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
     return mod(p), t.flatten(shift_dim(mod.start_dim), shift_dim(mod.end_dim))
 
 
-def _flatten_function_rule(fn: Any, node: Node, env: Env):
+def _flatten_function_rule(fn: Any, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     bound = bind(node, p, ("input", "start_dim", "end_dim"), lambda n: env[n][0])
     start, end = bound.get("start_dim", 0), bound.get("end_dim", -1)
@@ -240,17 +245,18 @@ def _flatten_function_rule(fn: Any, node: Node, env: Env):
     return torch.flatten(p, start, end), t.flatten(shift_dim(start), shift_dim(end))
 
 
-def _identity_rule(mod: nn.Module, node: Node, env: Env):
+def _identity_rule(mod: nn.Module, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
     return mod(p), t
 
 
-def _add_rule(fn: Any, node: Node, env: Env):
+def _add_rule(fn: Any, node: Node, env: Env) -> Dual:
     """a + b (and a - b) with tensors of the same shape, or a tensor and a constant."""
     if len(node.args) != 2 or node.kwargs:
         raise NotHandled
     sign = -1.0 if fn in (operator.sub, operator.isub, torch.sub) else 1.0
-    (pa, ta), (pb, tb) = (env[a] if isinstance(a, Node) else (a, None) for a in node.args)
+    operands: Iterator[tuple[Any, Any]] = (env[a] if isinstance(a, Node) else (a, None) for a in node.args)
+    (pa, ta), (pb, tb) = operands
     out = pa - pb if sign < 0 else pa + pb
     for p_in, t_in in ((pa, ta), (pb, tb)):
         if t_in is not None and (not isinstance(p_in, Tensor) or p_in.shape != out.shape):
@@ -262,7 +268,7 @@ def _add_rule(fn: Any, node: Node, env: Env):
     return out, ta + tb if sign > 0 else ta - tb
 
 
-def _scale_rule(fn: Any, node: Node, env: Env):
+def _scale_rule(fn: Any, node: Node, env: Env) -> Dual:
     """a * s, s * a, a / s with a python number s."""
     if len(node.args) != 2 or node.kwargs:
         raise NotHandled
@@ -279,7 +285,7 @@ def _scale_rule(fn: Any, node: Node, env: Env):
     return p * b, t * b
 
 
-def _getitem_rule(fn: Any, node: Node, env: Env):
+def _getitem_rule(fn: Any, node: Node, env: Env) -> tuple[Any, Any]:
     """Picking an element of a tuple/list output (tensor indexing is generic)."""
     src, idx = node.args
     if not isinstance(src, Node) or isinstance(idx, Node):
@@ -287,10 +293,11 @@ def _getitem_rule(fn: Any, node: Node, env: Env):
     p, t = env[src]
     if not isinstance(p, (tuple, list)):
         raise NotHandled
-    return p[idx], (None if t is None else t[idx])
+    i = cast("SupportsIndex | slice", idx)  # a constant: an int or a slice in practice
+    return p[i], (None if t is None else t[i])
 
 
-_MODULE_RULES: dict[type, Callable[..., tuple[Any, Any]]] = {
+_MODULE_RULES: dict[type, Rule] = {
     nn.Conv1d: _conv_rule, nn.Conv2d: _conv_rule, nn.Conv3d: _conv_rule,
     nn.Linear: _linear_rule,
     nn.Tanh: _activation_rule(_tanh), nn.Sigmoid: _activation_rule(_sigmoid),
@@ -305,7 +312,7 @@ _MODULE_RULES: dict[type, Callable[..., tuple[Any, Any]]] = {
     nn.Identity: _identity_rule,
 }
 
-_FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Any]]] = {
+_FUNCTION_RULES: dict[Any, Rule] = {
     torch.tanh: _activation_rule(_tanh), F.tanh: _activation_rule(_tanh),
     torch.sigmoid: _activation_rule(_sigmoid), F.sigmoid: _activation_rule(_sigmoid),
     torch.relu: _activation_rule(_relu), F.relu: _activation_rule(_relu),
@@ -318,7 +325,7 @@ _FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Any]]] = {
     operator.truediv: _scale_rule, operator.itruediv: _scale_rule,
     operator.getitem: _getitem_rule,
 }
-_METHOD_RULES: dict[str, Callable[..., tuple[Any, Any]]] = {
+_METHOD_RULES: dict[str, Rule] = {
     "tanh": _activation_rule(_tanh), "sigmoid": _activation_rule(_sigmoid), "relu": _activation_rule(_relu),
 }
 
@@ -354,11 +361,11 @@ class _DualProgram:
                 if not isinstance(out, Node):
                     raise NotHandled
                 return env[out]
-            elif node in fusions and env[node.args[0]][1] is not None:
-                env[node] = env[node.args[0]]  # the pre-activation, until the pooling
+            elif node in fusions and env[cast(Node, node.args[0])][1] is not None:
+                env[node] = env[cast(Node, node.args[0])]  # the pre-activation, until the pooling
                 deferred[node] = fusions[node]
             elif node.args and node.args[0] in deferred:
-                act = node.args[0]
+                act = cast(Node, node.args[0])
                 target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
                 p, t = env[act]
                 try:
@@ -384,7 +391,7 @@ class _DualProgram:
         if op == "call_module":
             rule = _MODULE_RULES.get(type(target))
         elif op == "call_method":
-            rule = _METHOD_RULES.get(target)
+            rule = _METHOD_RULES.get(cast(str, target))
         else:
             try:
                 rule = _FUNCTION_RULES.get(target)
@@ -410,10 +417,10 @@ def _generic_jvp(op: str, target: Any, node: Node, env: Env, active: list[Node],
         return call(op, target, args, kwargs)
 
     if k == 1:
-        out, tan = torch.func.jvp(fn, primals, tuple(env[n][1].squeeze(0) for n in active))
+        out, tan = cast(_Pair, torch.func.jvp(fn, primals, tuple(env[n][1].squeeze(0) for n in active)))
         return out, tree_map(lambda a: a.unsqueeze(0) if isinstance(a, Tensor) else a, tan)
-    out, tan = torch.func.vmap(lambda *ts: torch.func.jvp(fn, primals, ts), randomness="same")(
-        *(env[n][1] for n in active))
+    out, tan = cast(_Pair, torch.func.vmap(lambda *ts: torch.func.jvp(fn, primals, ts), randomness="same")(
+        *(env[n][1] for n in active)))
     return tree_map(lambda a: a[0] if isinstance(a, Tensor) else a, out), tan
 
 
@@ -429,7 +436,8 @@ def jvp_generic(body: Callable[[Tensor], Tensor], z: Tensor, tangents: Tensor) -
     if not functorch_ok(body):
         raise NotImplementedError("forward mode with several tangents uses torch.func, which does not "
                                   "support DataParallel/DistributedDataParallel")
-    out, tangent = torch.func.vmap(lambda u: torch.func.jvp(body, (z,), (u,)), randomness="same")(tangents)
+    out, tangent = cast(_Pair, torch.func.vmap(lambda u: torch.func.jvp(body, (z,), (u,)),
+                                               randomness="same")(tangents))
     return (out[0] if isinstance(out, Tensor) else out), tangent
 
 
@@ -443,7 +451,7 @@ def jvp_forward(body: Callable[[Tensor], Tensor], z: Tensor, tangents: Tensor) -
     program = program_for(body, "forward", _DualProgram)
     if program is not None:
         try:
-            return program(body, z, tangents)  # type: ignore[arg-type]
+            return program(cast(nn.Module, body), z, tangents)  # program_for takes modules only
         except Exception as exc:  # a rule bug or an unusual layer: the exact generic path decides
             out = jvp_generic(body, z, tangents)  # raises the canonical error for a bad input
             forget(body, "forward")

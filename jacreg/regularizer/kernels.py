@@ -39,6 +39,8 @@ from torch import Tensor
 __all__ = ["choices", "conv2d", "conv2d_input_grad", "max_pool2d_with_indices", "set_autotune"]
 
 Pair = tuple[int, int]
+# What the backward of the autograd Functions below returns: a gradient (or None) per input.
+_Grads = tuple[Tensor | None, Tensor | None, Tensor | None, None, None, None, None]
 
 _CHOICE: dict[tuple, str] = {}
 _AUTOTUNE: list[bool] = [os.environ.get("JACREG_CONV_AUTOTUNE", "1").strip().lower() not in ("0", "off")]
@@ -198,7 +200,7 @@ class _Conv2d(torch.autograd.Function):
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
+    def backward(ctx, g: Tensor) -> _Grads:
         x, w = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
@@ -223,7 +225,7 @@ class _ConvInputGrad(torch.autograd.Function):
         return _input_grad_raw(g, w, size, stride, padding, dilation, groups)
 
     @staticmethod
-    def backward(ctx, gg: Tensor):  # type: ignore[override]
+    def backward(ctx, gg: Tensor) -> _Grads:
         g, w = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         dg = dw = None
@@ -245,7 +247,7 @@ class _ConvWeightGrad(torch.autograd.Function):
         return _wgrad(x, g, w, stride, padding, dilation, groups)
 
     @staticmethod
-    def backward(ctx, gw: Tensor):  # type: ignore[override]
+    def backward(ctx, gw: Tensor) -> _Grads:
         x, g, w = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         dx = dg = None

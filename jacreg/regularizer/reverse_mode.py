@@ -8,16 +8,16 @@ first convolution's input gradient is formed a second time, for ``x.grad``; and 
 oneDNN's defaults, slow on the first layer's shapes (LeNet': the 6 -> 1 channel transposed convolution
 is the costliest kernel of the step).
 
-:func:`tape_for` runs the network's traced graph (:mod:`jacreg.regularizer.traced`) forward once and records, for
-each node that depends on the input, a *pullback*: a function from the cotangent of the node's output
-(with a leading dimension K of directions) to the cotangents of its inputs, written with differentiable
-torch operations. :meth:`Tape.rows` runs the pullbacks backwards for any K cotangents, as often as
-needed (exact mode: the C one-hot directions). The input needs no gradient; convolutions use
-:mod:`jacreg.regularizer.kernels`; max-pooling, activations and dropout reuse what the forward pass computed
-(indices, outputs, masks), and a tanh, sigmoid or ReLU before a max pooling is applied after it (to a
-quarter of the values, :func:`jacreg.regularizer.traced.activations_before_max_pool`). A node without a rule goes
-through autograd on its own piece of graph (exact); a network that cannot be traced goes through
-autograd as a whole (:func:`jacreg.regularizer.autograd_rows.reverse`).
+:func:`tape_for` runs the network's traced graph (:mod:`jacreg.regularizer.traced`) forward once and
+records, for each node that depends on the input, a *pullback*: a function from the cotangent of the
+node's output (with a leading dimension K of directions) to the cotangents of its inputs, written with
+differentiable torch operations. :meth:`Tape.rows` runs the pullbacks backwards for any K cotangents,
+as often as needed (exact mode: the C one-hot directions). The input needs no gradient; convolutions
+use :mod:`jacreg.regularizer.kernels`; max-pooling, activations and dropout reuse what the forward pass
+computed (indices, outputs, masks), and a tanh, sigmoid or ReLU before a max pooling is applied after
+it (to a quarter of the values, :func:`jacreg.regularizer.traced.activations_before_max_pool`). A node
+without a rule goes through autograd on its own piece of graph (exact); a network that cannot be
+traced goes through autograd as a whole (:func:`jacreg.regularizer.autograd_rows.reverse`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import operator
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,10 @@ from .traced import (
 
 __all__ = ["Tape", "tape_for"]
 
-Pullback = Callable[[Tensor], list[tuple[Node, Tensor]]]
-Env = dict[Node, Any]
+Pullback = Callable[[Tensor], list[tuple[Node, Tensor]]]  # output cotangents -> (input node, cotangents)
+Env = dict[Node, Any]  # node -> its value in the forward pass
+Step = tuple[Tensor, Pullback]  # a rule's value and pullback for a node with a tensor output
+Rule = Callable[[Any, Node, Env, set[Node]], tuple[Any, Pullback]]  # (module, function or name, ...)
 
 
 class _Unsupported(Exception):
@@ -84,7 +86,7 @@ def _pointwise(c: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
     return fn(c)
 
 
-def _conv_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+def _conv_rule(mod: nn.Conv2d, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     if (type(mod) is not nn.Conv2d or len(node.args) != 1 or node.kwargs or p.dim() != 4
             or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
@@ -100,7 +102,7 @@ def _conv_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tuple
     return out, pull
 
 
-def _linear_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+def _linear_rule(mod: nn.Linear, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
@@ -123,7 +125,7 @@ class _TanhPullback(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(c, y)
 
     @staticmethod
-    def backward(ctx, gg: Tensor):  # type: ignore[override]
+    def backward(ctx, gg: Tensor) -> tuple[Tensor | None, Tensor | None]:
         c, y = ctx.saved_tensors
         dc = _TanhPullback.apply(gg, y) if ctx.needs_input_grad[0] else None
         dy = _summed_to(c * gg, y) * y * -2.0 if ctx.needs_input_grad[1] else None
@@ -139,7 +141,7 @@ class _SigmoidPullback(torch.autograd.Function):
         return torch.ops.aten.sigmoid_backward(c, y)
 
     @staticmethod
-    def backward(ctx, gg: Tensor):  # type: ignore[override]
+    def backward(ctx, gg: Tensor) -> tuple[Tensor | None, Tensor | None]:
         c, y = ctx.saved_tensors
         dc = _SigmoidPullback.apply(gg, y) if ctx.needs_input_grad[0] else None
         dy = _summed_to(c * gg, y) * (1.0 - 2.0 * y) if ctx.needs_input_grad[1] else None
@@ -156,7 +158,7 @@ class _ReluPullback(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(c, y, 0)
 
     @staticmethod
-    def backward(ctx, gg: Tensor):  # type: ignore[override]
+    def backward(ctx, gg: Tensor) -> tuple[Tensor | None, None]:
         (y,) = ctx.saved_tensors
         return (_ReluPullback.apply(gg, y) if ctx.needs_input_grad[0] else None), None
 
@@ -168,10 +170,10 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tens
 }
 
 
-def _activation_rule(kind: str) -> Callable[..., tuple[Tensor, Pullback]]:
+def _activation_rule(kind: str) -> Rule:
     forward, backward = _ACTIVATIONS[kind]
 
-    def rule(target: Any, node: Node, env: Env, active: set[Node]) -> tuple[Tensor, Pullback]:
+    def rule(target: Any, node: Node, env: Env, active: set[Node]) -> Step:
         src, p = _unary(node, env, active)
         if len(node.args) > 1 or set(node.kwargs) - {"inplace"}:
             raise NotHandled
@@ -182,7 +184,7 @@ def _activation_rule(kind: str) -> Callable[..., tuple[Tensor, Pullback]]:
 
 
 def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                ceil_mode: bool, activation: str | None = None) -> tuple[Tensor, Pullback]:
+                ceil_mode: bool, activation: str | None = None) -> Step:
     """Max pooling; its pullback sends each cotangent to the primal's argmax (scatter), linear in it.
 
     With ``activation`` (a monotone tanh, sigmoid or ReLU applied before the pooling in the network),
@@ -216,7 +218,7 @@ def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: An
     return out, pull
 
 
-def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
+def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple[Any, Any, Any, Any, bool]:
     """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
     if isinstance(target, nn.MaxPool2d):
         if target.return_indices or len(node.args) != 1 or node.kwargs:
@@ -230,12 +232,12 @@ def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple:
             b.get("ceil_mode", False))
 
 
-def _max_pool_rule(target: Any, node: Node, env: Env, active: set[Node]):
+def _max_pool_rule(target: Any, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     return _max_pool2d(src, p, *_pool_arguments(target, node, env, p))
 
 
-def _global_avg_pool_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+def _global_avg_pool_rule(mod: nn.AdaptiveAvgPool2d, node: Node, env: Env, active: set[Node]) -> Step:
     """Adaptive average pooling to 1x1 (ResNet's head); other sizes are generic."""
     src, p = _unary(node, env, active)
     if len(node.args) != 1 or node.kwargs or p.dim() != 4 or pair(mod.output_size) != [1, 1]:
@@ -244,7 +246,7 @@ def _global_avg_pool_rule(mod: nn.Module, node: Node, env: Env, active: set[Node
     return mod(p), lambda c: [(src, (c / area).expand(c.shape[0], *shape))]
 
 
-def _dropout(src: Node, p: Tensor, prob: float, training: bool) -> tuple[Tensor, Pullback]:
+def _dropout(src: Node, p: Tensor, prob: float, training: bool) -> Step:
     if not training or prob == 0.0:
         return p, lambda c: [(src, c)]
     if prob == 1.0:
@@ -254,14 +256,14 @@ def _dropout(src: Node, p: Tensor, prob: float, training: bool) -> tuple[Tensor,
     return p * mask, lambda c: [(src, _pointwise(c, lambda u: u * mask))]
 
 
-def _dropout_module_rule(mod: nn.Dropout, node: Node, env: Env, active: set[Node]):
+def _dropout_module_rule(mod: nn.Dropout, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
     return _dropout(src, p, float(mod.p), mod.training)
 
 
-def _dropout_function_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+def _dropout_function_rule(fn: Any, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     b = bind(node, p, ("input", "p", "training", "inplace"), lambda n: env[n])
     prob, training = b.get("p", 0.5), b.get("training", True)
@@ -270,7 +272,8 @@ def _dropout_function_rule(fn: Any, node: Node, env: Env, active: set[Node]):
     return _dropout(src, p, float(prob), training)
 
 
-def _batch_norm_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+def _batch_norm_rule(mod: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d, node: Node, env: Env,
+                     active: set[Node]) -> Step:
     """Batch norm: a per-channel scale with running statistics; with batch statistics (train mode)
     the pullback of the normalisation, which couples the samples of the batch."""
     src, p = _unary(node, env, active)
@@ -301,14 +304,14 @@ def _reshape_pullback(src: Node, shape: torch.Size) -> Pullback:
     return lambda c: [(src, c.reshape(c.shape[0], *shape))]
 
 
-def _flatten_module_rule(mod: nn.Flatten, node: Node, env: Env, active: set[Node]):
+def _flatten_module_rule(mod: nn.Flatten, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     if len(node.args) != 1 or node.kwargs:
         raise NotHandled
     return mod(p), _reshape_pullback(src, p.shape)
 
 
-def _reshape_rule(target: Any, node: Node, env: Env, active: set[Node]):
+def _reshape_rule(target: Any, node: Node, env: Env, active: set[Node]) -> Step:
     """flatten / view / reshape / squeeze / unsqueeze / contiguous: the same elements in the same
     order, so the pullback is a reshape back."""
     src, p = _unary(node, env, active)
@@ -318,17 +321,18 @@ def _reshape_rule(target: Any, node: Node, env: Env, active: set[Node]):
     return out, _reshape_pullback(src, p.shape)
 
 
-def _identity_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]):
+def _identity_rule(mod: nn.Module, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
     return mod(p), lambda c: [(src, c)]
 
 
-def _add_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+def _add_rule(fn: Any, node: Node, env: Env, active: set[Node]) -> Step:
     """a + b, a - b (also in place in the source): tensors of the output's shape, or constants."""
     if len(node.args) != 2 or node.kwargs:
         raise NotHandled
     sign = -1.0 if fn in (operator.sub, operator.isub, torch.sub) else 1.0
-    a, b = (env[n] if isinstance(n, Node) else n for n in node.args)
+    operands: Iterator[Any] = (env[n] if isinstance(n, Node) else n for n in node.args)
+    a, b = operands
     out = a - b if sign < 0 else a + b
     parts = []
     for arg, s in zip(node.args, (1.0, sign), strict=True):
@@ -339,7 +343,7 @@ def _add_rule(fn: Any, node: Node, env: Env, active: set[Node]):
     return out, lambda c: [(n, c if s > 0 else -c) for n, s in parts]
 
 
-def _scale_rule(fn: Any, node: Node, env: Env, active: set[Node]):
+def _scale_rule(fn: Any, node: Node, env: Env, active: set[Node]) -> Step:
     """a * s, s * a, a / s with a python number s."""
     if len(node.args) != 2 or node.kwargs:
         raise NotHandled
@@ -353,7 +357,7 @@ def _scale_rule(fn: Any, node: Node, env: Env, active: set[Node]):
     return env[a] * s, lambda c: [(a, c * s)]
 
 
-_MODULE_RULES: dict[type, Callable[..., tuple[Any, Pullback]]] = {
+_MODULE_RULES: dict[type, Rule] = {
     nn.Conv2d: _conv_rule, nn.Linear: _linear_rule,
     nn.Tanh: _activation_rule("tanh"), nn.Sigmoid: _activation_rule("sigmoid"),
     nn.ReLU: _activation_rule("relu"),
@@ -362,7 +366,7 @@ _MODULE_RULES: dict[type, Callable[..., tuple[Any, Pullback]]] = {
     nn.BatchNorm1d: _batch_norm_rule, nn.BatchNorm2d: _batch_norm_rule, nn.BatchNorm3d: _batch_norm_rule,
     nn.Flatten: _flatten_module_rule, nn.Identity: _identity_rule,
 }
-_FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Pullback]]] = {
+_FUNCTION_RULES: dict[Any, Rule] = {
     torch.tanh: _activation_rule("tanh"), F.tanh: _activation_rule("tanh"),
     torch.sigmoid: _activation_rule("sigmoid"), F.sigmoid: _activation_rule("sigmoid"),
     torch.relu: _activation_rule("relu"), F.relu: _activation_rule("relu"),
@@ -373,14 +377,14 @@ _FUNCTION_RULES: dict[Any, Callable[..., tuple[Any, Pullback]]] = {
     operator.mul: _scale_rule, operator.imul: _scale_rule,
     operator.truediv: _scale_rule, operator.itruediv: _scale_rule,
 }
-_METHOD_RULES: dict[str, Callable[..., tuple[Any, Pullback]]] = {
+_METHOD_RULES: dict[str, Rule] = {
     "tanh": _activation_rule("tanh"), "sigmoid": _activation_rule("sigmoid"),
     "relu": _activation_rule("relu"),
     **{m: _reshape_rule for m in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous")},
 }
 
 
-def _generic(op: str, target: Any, node: Node, env: Env, inputs: list[Node]) -> tuple[Any, Pullback]:
+def _generic(op: str, target: Any, node: Node, env: Env, inputs: list[Node]) -> Step:
     """Any node with a tensor output, exactly, through autograd: the pullback is
     ``autograd.grad(out, inputs, c, create_graph=True)`` on the node's own piece of the graph.
 
@@ -492,15 +496,16 @@ class _ReverseProgram:
                     raise _Unsupported("a forward that does not return one tensor")
                 return Tape(env[out], out if out in active else None, source, steps, z)
             elif node in fusions and node.args[0] in active:
-                env[node] = env[node.args[0]]  # the pre-activation, until the pooling
+                env[node] = env[cast(Node, node.args[0])]  # the pre-activation, until the pooling
                 deferred[node] = fusions[node]
                 active.add(node)
             elif node.args and node.args[0] in deferred:
-                act = node.args[0]
+                act = cast(Node, node.args[0])
                 try:
                     target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
                     pre = env[act]
-                    out, pull = _max_pool2d(act.args[0], pre, *_pool_arguments(target, node, env, pre),
+                    out, pull = _max_pool2d(cast(Node, act.args[0]), pre,
+                                            *_pool_arguments(target, node, env, pre),
                                             activation=deferred.pop(act))
                 except NotHandled:  # apply the activation after all, then the pooling as usual
                     env[act], act_pull = _activation_rule(fusions[act])(None, act, env, active)
@@ -528,7 +533,7 @@ class _ReverseProgram:
         if op == "call_module":
             rule = _MODULE_RULES.get(type(target))
         elif op == "call_method":
-            rule = _METHOD_RULES.get(target)
+            rule = _METHOD_RULES.get(cast(str, target))
         else:
             try:
                 rule = _FUNCTION_RULES.get(target)

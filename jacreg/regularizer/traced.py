@@ -1,10 +1,11 @@
 """Traced networks for the Jacobian regularizer's two evaluators (forward and reverse mode).
 
-Both evaluators in :mod:`jacreg.regularizer.forward_mode` and :mod:`jacreg.regularizer.reverse_mode` walk the ``torch.fx``
-graph of the network body node by node, with a cheap rule per known layer and an exact generic rule
-(``torch.func``) for anything else. This module holds what they share: the per-network cache of
-traced graphs (keyed by the network's structure, so that a layer added later or a hook registered
-later is seen), argument binding for functional calls, and the exception a rule raises to decline.
+Both evaluators in :mod:`jacreg.regularizer.forward_mode` and :mod:`jacreg.regularizer.reverse_mode`
+walk the ``torch.fx`` graph of the network body node by node, with a cheap rule per known layer and an
+exact generic rule (``torch.func``) for anything else. This module holds what they share: the
+per-network cache of traced graphs (keyed by the network's structure, so that a layer added later or a
+hook registered later is seen), argument binding for functional calls, and the exception a rule raises
+to decline.
 
 A network is not traced (its own forward runs, through PyTorch's autograd) when it or any submodule
 has hooks, when global module hooks are set, or when it is wrapped in DataParallel/DDP, whose forward
@@ -74,8 +75,8 @@ def bind(node: Node, first: Any, names: tuple[str, ...], values: Callable[[Node]
     return bound
 
 
-_ACTIVATION_FUNCTIONS = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-                         torch.relu: "relu", F.relu: "relu"}
+_ACTIVATION_FUNCTIONS: dict[Any, str] = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
+                                         F.sigmoid: "sigmoid", torch.relu: "relu", F.relu: "relu"}
 _ACTIVATION_MODULES = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu"}
 
 
@@ -89,7 +90,7 @@ def _activation_kind(root: nn.Module, node: Node) -> str | None:
         return str(node.target) if node.target in ("tanh", "sigmoid", "relu") and not node.kwargs else None
     if node.op == "call_function":
         try:
-            return _ACTIVATION_FUNCTIONS.get(node.target)  # type: ignore[arg-type]
+            return _ACTIVATION_FUNCTIONS.get(node.target)
         except TypeError:  # an unhashable callable
             return None
     return None
