@@ -42,6 +42,7 @@ def test_cli_writes_the_npz_contract(ckpts, tmp_path, capsys):
         assert z["labels"].shape == z["confidence"].shape == (2, 31, 31)
         assert np.issubdtype(z["labels"].dtype, np.integer)
         assert z["boundary_distance"].shape == (2,)
+        assert z["predicted_distance"].shape == (2,) and np.isfinite(z["predicted_distance"]).all()
         x, _ = load_dataset("mnist-5k", limit=4)
         assert np.allclose(z["origin"], x[3].numpy())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
