@@ -211,6 +211,11 @@ def _fmt_radius(r: float, extent: float) -> str:
     return f"{r:.4g}" if math.isfinite(r) else f"> {4 * extent:g}"
 
 
+def _fmt_linearised(r: float) -> str:
+    """The radius the Jacobian predicts (dashed circle); none when the logits are flat in the plane."""
+    return f"{r:.4g}" if math.isfinite(r) else "none"
+
+
 def main() -> None:
     st.title("Decision cells")
     st.caption("A 2-D slice of input space through one test sample: colour = predicted class, paler "
@@ -377,6 +382,7 @@ def main() -> None:
         row = {"model": nm, "prediction": class_label(int(cs.origin_label[m]), class_names),
                "p": round(float(cs.origin_confidence[m]), 3),
                "in-plane radius": _fmt_radius(float(cs.boundary_distance[m]), extent),
+               "linearised radius": _fmt_linearised(float(cs.predicted_distance[m])),
                "cell area (% of window)": round(100 * met["area_fraction"], 1),
                "regions": int(met["regions"]), "evaluations": int(cs.evaluations[m])}
         if adv is not None:

@@ -77,6 +77,8 @@ def test_page_renders_and_computes_one_cross_section(zoo):
     assert len(fig["layout"]["images"]) == 1
     table = _table(at, "in-plane radius")
     assert list(table["model"]) == ["lenet-a"] and len(table) == 1
+    assert float(table["linearised radius"][0]) > 0                  # the dashed circle's number, beside it
+    assert any(s["line"].get("dash") == "dash" for s in fig["layout"]["shapes"])
     assert {b.label for b in at.get("download_button")} >= {"NPZ", "PNG"}
     assert _query(at)["models"] == "zoo:lenet-a" and _query(at)["res"] == "21"
 

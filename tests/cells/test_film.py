@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from jacreg import cells
 from jacreg.cells.film import Reel
 from jacreg.errors import ConfigError
+from tests.helpers import Affine
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +23,11 @@ def runs(snapshot_pair):
 def test_a_film_of_two_runs(runs, digits):
     plane = cells.random_plane(digits[0][0], seed=0)
     events = []
-    movie = cells.film(runs, plane, extent=4.0, resolution=21, on_event=events.append)
+    movie = cells.film(runs, plane, extent=3.0, resolution=15, on_event=events.append)
     assert movie.names == ["plain", "JR"] and movie.epochs == [1, 2, 3] and movie.frames == 6
     assert [e["done"] for e in events] == list(range(1, 7)) and events[-1]["fraction"] == 1.0
     frame = movie.frame(2)
-    assert frame.labels.shape == (2, 21, 21) and frame.predicted_distance.shape == (2,)
+    assert frame.labels.shape == (2, 15, 15) and frame.predicted_distance.shape == (2,)
     for k, reel in enumerate(movie.reels):         # the frame stacks each run's section of that epoch
         one = reel.sections[reel.index(2)]
         assert np.array_equal(frame.labels[k], one.labels[0])
@@ -37,9 +39,11 @@ def test_a_film_of_two_runs(runs, digits):
     assert movie.seconds_per_frame() > 0
 
 
-def test_runs_of_different_lengths_and_modules_as_frames(lenet, digits):
+def test_runs_of_different_lengths_and_modules_as_frames(digits):
     plane = cells.random_plane(digits[0][2], seed=2)
-    movie = cells.film({"long": [(1, lenet), (5, lenet), (3, lenet)], "short": [(2, lenet)]}, plane,
+    torch.manual_seed(0)
+    net = Affine(0.05 * torch.randn(10, 28 * 28), torch.randn(10), plane.origin)
+    movie = cells.film({"long": [(1, net), (5, net), (3, net)], "short": [(2, net)]}, plane,
                        extent=3.0, resolution=15)
     assert movie.epochs == [1, 2, 3, 5]
     assert movie.reels[0].epochs == (1, 3, 5)                       # sorted by epoch

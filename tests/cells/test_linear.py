@@ -68,7 +68,7 @@ def test_within_3x_of_the_measured_circle_on_a_plain_lenet():
     ratios = []
     for k in range(10):
         plane = cells.random_plane(x[k], seed=k)
-        measured = cells.boundary_distance(net, plane, 10.0)
+        measured = cells.boundary_distance(net, plane, 10.0, n_directions=60)  # 3x: 60 rays suffice
         ratios.append(cells.predicted_distance(net, plane).distance / measured)
     r = np.array(ratios)
     assert int(((r >= 1 / 3) & (r <= 3)).sum()) >= 7, r

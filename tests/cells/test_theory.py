@@ -25,23 +25,23 @@ def affine(digits) -> Affine:
 def test_an_affine_model_lies_on_the_diagonal(affine, lenet, digits):
     x, y = digits
     events = []
-    res = cells.radius_theory([affine, lenet], x, y, 3, extent=5.0, adversarial_extent=2.0,
+    res = cells.radius_theory([affine, lenet], x, y, 2, extent=5.0, adversarial_extent=2.0,
                               names=["affine", "lenet"], on_event=events.append)
-    assert len(res.rows) == 3 * 2 * 2 and events[-1]["fraction"] == 1.0
+    assert len(res.rows) == 2 * 2 * 2 and events[-1]["fraction"] == 1.0
     assert res.extents == {"random": 5.0, "adversarial": 2.0}
     for r in res.select("affine"):
         if math.isfinite(r["measured"]):
             assert r["ratio"] == pytest.approx(1.0, abs=0.01), r
     assert all(r["jacobian_norm"] > 0 for r in res.rows)
-    assert {r["sample"] for r in res.select("lenet", "random")} == {0, 1, 2}
+    assert {r["sample"] for r in res.select("lenet", "random")} == {0, 1}
     summary = {(s["model"], s["plane"]): s for s in res.summary()}
     assert set(summary) == {(m, p) for m in ("affine", "lenet", "all models")
                             for p in ("random", "adversarial")}
     aff = summary[("affine", "random")]
-    assert aff["samples"] == 3 and aff["finite"] >= 2 and aff["median_ratio"] == pytest.approx(1.0, abs=0.01)
+    assert aff["samples"] == 2 and aff["finite"] >= 1 and aff["median_ratio"] == pytest.approx(1.0, abs=0.01)
     assert aff["within_3x"] == 1.0
     rows = list(csv.DictReader(io.StringIO(res.csv_bytes().decode())))
-    assert list(rows[0]) == list(COLUMNS) and len(rows) == 12
+    assert list(rows[0]) == list(COLUMNS) and len(rows) == 8
 
 
 def test_rank_correlation_on_a_family_of_affine_models(digits):

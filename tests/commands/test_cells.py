@@ -42,6 +42,7 @@ def test_cli_writes_the_npz_contract(ckpts, tmp_path, capsys):
         assert z["labels"].shape == z["confidence"].shape == (2, 31, 31)
         assert np.issubdtype(z["labels"].dtype, np.integer)
         assert z["boundary_distance"].shape == (2,)
+        assert z["predicted_distance"].shape == (2,) and np.isfinite(z["predicted_distance"]).all()
         x, _ = load_dataset("mnist-5k", limit=4)
         assert np.allclose(z["origin"], x[3].numpy())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -95,12 +96,12 @@ def test_cli_writes_the_film_as_html_and_gif(snapshot_pair, tmp_path, capsys):
     from PIL import Image
 
     none, jr = snapshot_pair / "lenet-none.safetensors", snapshot_pair / "lenet-jr.safetensors"
-    html, js = tmp_path / "film.html", tmp_path / "film.json"
-    rc = main(["cells", str(none), str(jr), "--sample", "2", "--extent", "3", "--resolution", "21",
-               "--film", str(html), "--film-ms", "200", "--json", str(js), "--device", "cpu"])
+    gif, js = tmp_path / "film.gif", tmp_path / "film.json"
+    rc = main(["cells", str(none), str(jr), "--sample", "2", "--extent", "3", "--resolution", "15",
+               "--film", str(gif), "--film-ms", "200", "--json", str(js), "--device", "cpu"])
     assert rc == 0
-    page = html.read_text()
-    assert "Plotly.addFrames" in page and "<script src=" not in page      # plays offline
+    movie = Image.open(gif)
+    assert movie.n_frames == 3 and movie.info["duration"] == 200          # one frame per epoch
     out = capsys.readouterr().out
     assert "film: 6 frames of 2 run(s)" in out and "linearised" in out
     summary = json.loads(js.read_text())
@@ -109,10 +110,11 @@ def test_cli_writes_the_film_as_html_and_gif(snapshot_pair, tmp_path, capsys):
                                                         for e in (1, 2, 3)]
     assert all("predicted_radius" in f and "radius" in f for f in frames)
     assert all("predicted_distance" in m for m in summary["models"])
-    gif = tmp_path / "film.gif"
-    assert main(["cells", str(jr), "--extent", "3", "--resolution", "15", "--film", str(gif),
+    html = tmp_path / "film.html"
+    assert main(["cells", str(jr), "--extent", "3", "--resolution", "11", "--film", str(html),
                  "--device", "cpu"]) == 0
-    assert Image.open(gif).n_frames == 3
+    page = html.read_text()
+    assert "Plotly.addFrames" in page and "<script src=" not in page      # plays offline
 
 
 @pytest.mark.parametrize("film, message", [("film.mp4", ".html or .gif"),

@@ -6,15 +6,19 @@ import io
 import json
 import math
 
+import torch
 from PIL import Image
 
 from jacreg import cells
 from jacreg.figures import theory as theory_figures
+from tests.helpers import Affine
 
 
-def test_theory_scatter(digits, lenet):
+def test_theory_scatter(digits):
     x, y = digits
-    res = cells.radius_theory([lenet], x, y, 2, extent=4.0, adversarial_extent=1.0, names=["lenet"])
+    torch.manual_seed(0)
+    model = Affine(0.05 * torch.randn(10, 28 * 28), torch.randn(10), x[:4].mean(0))
+    res = cells.radius_theory([model], x, y, 2, extent=4.0, adversarial_extent=1.0, names=["affine"])
     fig = theory_figures.theory_figure(res)
     spec = json.loads(fig.to_json())
     assert spec["layout"]["xaxis"]["type"] == "log" and spec["layout"]["xaxis2"]["type"] == "log"
