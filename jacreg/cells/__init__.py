@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..adversarial import fgsm_direction
 from ..robustness.minimal import minimal_adversarial_distance
-from .boundary import boundary_distance
+from .boundary import Circle, boundary_distance
 from .evaluate import MAX_EXTENT, MAX_RESOLUTION, MIN_RESOLUTION, check_grid, predict
 from .film import Film, Reel, film, snapshot_runs
 from .grid import default_coarse_step
@@ -42,6 +42,7 @@ __all__ = [
     "RadiusTheory",
     "Reel",
     "adversarial_plane",
+    "Circle",
     "boundary_distance",
     "cell_metrics",
     "cell_statistics",

@@ -9,16 +9,19 @@ This is the radius of the black circle in the paper's Fig. 1/S1/S2.
 from __future__ import annotations
 
 import math
-from typing import Literal, overload
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..events import Stopped
 from .evaluate import MIN_RESOLUTION, PlaneEvaluator, check_grid, check_model_input
 from .plane import Plane
 
-__all__ = ["boundary_distance", "boundary_search"]
+__all__ = ["Circle", "boundary_distance", "boundary_search"]
 
 
 def _ray_labels(ev: PlaneEvaluator, theta: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -37,23 +40,51 @@ def _shell_radii(r_start: float, r_end: float, h: float, grow_from: float = math
     return np.asarray(out, dtype=float)
 
 
+@dataclass(frozen=True)
+class Circle:
+    """The nearest in-plane point of another class, as found by :func:`boundary_search`.
+
+    Attributes:
+        distance: in-plane distance from the origin (inf when none was found).
+        angle: its direction in radians from the ``u`` axis (nan when none was found).
+        searched: every direction was walked up to this radius without meeting another class (a
+            lower bound of the distance when it is inf: the search ended at ``max_factor * extent``
+            or at its evaluation budget).
+        evaluations: model evaluations the search spent.
+    """
+
+    distance: float
+    angle: float
+    searched: float
+    evaluations: int
+
+
+Progress = Callable[[float], Any]
+
+
 def _sweep(ev: PlaneEvaluator, y0: int, theta: np.ndarray, r_start: float, r_end: float,
-           h: float, grow_from: float = math.inf,
-           first_chunk: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           h: float, grow_from: float = math.inf, first_chunk: int = 1, limit: int | None = None,
+           growth: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Walk outwards on all rays at once (radii from :func:`_shell_radii`) and stop at the first
-    shell batch where some ray leaves class ``y0``; return those rays' brackets (lo, hi).
+    shell batch where some ray leaves class ``y0``; return those rays' brackets (lo, hi) and the
+    radius up to which every ray stayed in ``y0``.
     Batches hold ``first_chunk`` shells, then twice as many each time (little overshoot when the
-    crossing is near, few forward passes when it is far)."""
+    crossing is near, few forward passes when it is far). With ``limit``, stop (no bracket) once
+    that many evaluations are spent."""
     empty = np.empty(0)
     if r_end <= r_start or theta.size == 0:
-        return empty, empty, empty
-    radii = _shell_radii(r_start, r_end, h, grow_from)
+        return empty, empty, empty, max(r_start, r_end)
+    radii = _shell_radii(r_start, r_end, h, grow_from, growth)
     max_chunk = max(1, ev.batch_size // theta.size)
     cos, sin = np.cos(theta), np.sin(theta)
-    k0, chunk = 0, max(1, min(first_chunk, max_chunk))
+    k0, chunk, spent = 0, max(1, min(first_chunk, max_chunk)), 0
+    reached = r_start
     while k0 < radii.size:
+        if limit is not None and spent >= limit:
+            return empty, empty, empty, reached
         rr = radii[k0:k0 + chunk]
         lab = ev(np.outer(rr, cos).ravel(), np.outer(rr, sin).ravel())[0].reshape(rr.size, theta.size)
+        spent += lab.size
         out = lab != y0
         hit = out.any(axis=0)
         if hit.any():
@@ -61,10 +92,11 @@ def _sweep(ev: PlaneEvaluator, y0: int, theta: np.ndarray, r_start: float, r_end
             hi = rr[first]
             prev = radii[k0 - 1] if k0 > 0 else r_start
             lo = np.where(first > 0, rr[np.maximum(first - 1, 0)], prev)
-            return theta[hit], lo.astype(float), hi.astype(float)
+            return theta[hit], lo.astype(float), hi.astype(float), float(lo.min())
+        reached = float(rr[-1])
         k0 += rr.size
         chunk = min(2 * chunk, max_chunk)
-    return empty, empty, empty
+    return empty, empty, empty, reached
 
 
 def _narrow(ev: PlaneEvaluator, y0: int, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -98,58 +130,126 @@ def _narrow(ev: PlaneEvaluator, y0: int, theta: np.ndarray, lo: np.ndarray, hi: 
     return float(0.5 * (lo[k] + hi[k])), float(theta[k]), float(hi[k])
 
 
+def _map_brackets(ev: PlaneEvaluator, y0: int, labels: np.ndarray, coords: np.ndarray,
+                  most: int = 64) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """What a computed map of this model tells the search: a radius ``r0`` inside the origin's
+    class (two pixels short of the nearest pixel of another class, at most the window's inscribed
+    disc), and the directions and radii of the nearest other-class pixels, checked by evaluating
+    them (a refined map fills blocks by interpolation). Returns (r0, angles, radii, r_hit) with
+    r_hit the radius of the nearest other-class pixel (inf if none)."""
+    pixel = float(coords[1] - coords[0])
+    bb, aa = np.meshgrid(coords, coords, indexing="ij")
+    rr = np.hypot(aa, bb)
+    other = labels != y0
+    if not other.any():
+        return float(coords[-1]), np.empty(0), np.empty(0), math.inf
+    r_hit = float(rr[other].min())
+    near = np.nonzero((other & (rr <= r_hit + 1.5 * pixel)).ravel())[0]
+    near = near[np.argsort(rr.ravel()[near], kind="stable")[:most]]
+    theta, radius = np.arctan2(bb.ravel()[near], aa.ravel()[near]), rr.ravel()[near]
+    really = _ray_labels(ev, theta, radius) != y0
+    return min(max(0.0, r_hit - 2 * pixel), float(coords[-1])), theta[really], radius[really], r_hit
+
+
 def boundary_search(ev: PlaneEvaluator, y0: int, extent: float, *, n_directions: int = 180,
-                     n_shells: int = 64, max_factor: float = 4.0, rel_tol: float = 0.005,
-                     start_radius: float = 0.0) -> tuple[float, float]:
+                    n_shells: int = 64, max_factor: float = 4.0, rel_tol: float = 0.005,
+                    start_radius: float = 0.0, labels: np.ndarray | None = None,
+                    coords: np.ndarray | None = None, budget: int | None = None,
+                    progress: Progress | None = None) -> Circle:
     """Nearest in-plane point of another class than ``y0`` (the label at the origin).
 
-    1. ``n_directions`` rays, walked outwards in shells of width ``max_factor*extent/n_shells``
-       (beyond the window, ``r > extent``, of width ``max(that, r/10)``) from ``start_radius`` (0,
-       or a radius a computed map shows to be inside the cell) up to ``max_factor*extent``; the
-       first shell where some ray changes class brackets the crossing.
+    1. Brackets. With a computed map of this model (``labels`` on the grid ``coords``) the disc
+       the map shows to be of class ``y0`` is not walked again: when the map has a pixel of
+       another class inside its inscribed disc, the nearest such pixels (checked) bracket the
+       crossing directly. Otherwise ``n_directions`` rays are walked outwards in shells of width
+       ``max_factor*extent/n_shells`` (a pixel with a map) from ``start_radius`` or the map's
+       disc up to ``max_factor*extent``; beyond the window (``r > extent``) a quarter of the rays
+       (at least 45) in shells of width ``max(that, r/10)``, stopping after ``budget``
+       evaluations. The first shell where some ray changes class brackets the crossing.
     2. Bisection (8-fold multi-section per forward pass, :func:`_narrow`) on the bracketing rays
        to ``rel_tol`` relative precision (the midpoint is returned, so the error is at most
        rel_tol/2 on that ray).
     3. Angular refinement: rays between the best one and its neighbours, twice.
-    4. Check: a dense ring just inside the radius found must be all class ``y0``; a point of
-       another class there (a thin protrusion between rays) is searched and bisected in turn.
+    4. Check: a dense ring just inside the radius found must be all class ``y0`` (3 points per
+       ray, or with a map one per half pixel of arc); a point of another class there (a thin
+       protrusion between rays) is searched and bisected in turn.
+
+    Args:
+        progress: called with the fraction done; returning ``False`` stops the search
+            (:class:`~jacreg.events.Stopped` is raised).
 
     Returns:
-        (distance, angle) with angle in radians from the ``u`` axis; (inf, nan) when no other class
-        is met up to ``max_factor*extent``.
+        A :class:`Circle`.
     """
+    start_count = ev.count
+
+    def tick(fraction: float) -> None:
+        if progress is not None and progress(fraction) is False:
+            raise Stopped
+
     one_pass = 1 << 30  # first_chunk of a sweep done in one forward pass
     rmax = max_factor * extent
     h = rmax / n_shells
     theta = 2 * np.pi * np.arange(n_directions) / n_directions
-    r0 = float(np.clip(start_radius, 0.0, rmax))
-    th, lo, hi = _sweep(ev, y0, theta, r0, rmax, h, grow_from=extent)
-    if th.size == 0:
-        return math.inf, math.nan
-    if r0 > 0:
-        # The map said the disc of radius r0 is class y0; check the rays of the bracket from 0.
-        th0, lo0, hi0 = _sweep(ev, y0, th, 0.0, float(hi.min()), max(h, float(hi.min()) / 16),
-                               first_chunk=one_pass)
-        if th0.size:
+    empty = np.empty(0)
+    th, lo, hi = empty, empty, empty
+    with_map = labels is not None and coords is not None and coords.size > 1
+    if with_map:
+        assert labels is not None and coords is not None
+        h = min(h, float(coords[1] - coords[0]))
+        r0, th_map, hi_map, r_hit = _map_brackets(ev, y0, labels, coords)
+        if th_map.size:
+            th, lo, hi = th_map, np.full(th_map.size, r0), hi_map
+        r_end = min(rmax, float(hi.min()) if hi.size else rmax)
+        covered = r_hit <= extent and th.size > 0  # the map saw every direction up to the crossing
+    else:
+        r0, r_end, covered = float(np.clip(start_radius, 0.0, rmax)), rmax, False
+    searched = r0
+    tick(0.1)
+    if not covered:
+        # inside the window: every ray; beyond it, fewer rays and growing shells, within the budget
+        th1, lo1, hi1, reached = _sweep(ev, y0, theta, r0, min(r_end, extent), h)
+        if th1.size == 0 and r_end > extent:
+            far = theta[:: max(1, n_directions // max(45, n_directions // 4))]
+            limit = None if budget is None else max(0, budget - (ev.count - start_count))
+            th1, lo1, hi1, reached = _sweep(ev, y0, far, max(r0, reached), r_end, h, grow_from=extent,
+                                            limit=limit)
+        searched = max(searched, reached)
+        th, lo, hi = np.concatenate([th, th1]), np.concatenate([lo, lo1]), np.concatenate([hi, hi1])
+        if not with_map and r0 > 0 and th1.size:
+            # A map said the disc of radius r0 is class y0; check the bracketing rays from 0.
+            th0, lo0, hi0, _ = _sweep(ev, y0, th1, 0.0, float(hi1.min()), max(h, float(hi1.min()) / 16),
+                                      first_chunk=one_pass)
             th, lo, hi = np.concatenate([th, th0]), np.concatenate([lo, lo0]), np.concatenate([hi, hi0])
+    if th.size == 0:
+        return Circle(math.inf, math.nan, searched, ev.count - start_count)
+    tick(0.5)
     d, t_best, hi_best = _narrow(ev, y0, th, lo, hi, rel_tol)
+    tick(0.7)
     dth = 2 * np.pi / n_directions
     for _ in range(2):
         cand = t_best + dth * np.array([-3, -2, -1, 1, 2, 3]) / 4
-        th2, lo2, hi2 = _sweep(ev, y0, cand, 0.0, hi_best, max(h / 4, hi_best / 32), first_chunk=one_pass)
+        r_lo = r0 if r0 < hi_best else 0.0
+        th2, lo2, hi2, _ = _sweep(ev, y0, cand, r_lo, hi_best, max(h / 4, (hi_best - r_lo) / 32),
+                                  first_chunk=one_pass)
         if th2.size:
             d2, t2, h2 = _narrow(ev, y0, th2, lo2, hi2, rel_tol)
             if d2 < d:
                 d, t_best, hi_best = d2, t2, h2
         dth /= 4
+    tick(0.85)
     n_ring = 3 * n_directions
+    if with_map:
+        assert coords is not None
+        pixel = float(coords[1] - coords[0])
+        n_ring = int(np.clip(math.ceil(4 * np.pi * d / pixel), 64, n_ring))
     for _ in range(4):
         r_in = d * (1 - rel_tol)
         ring = 2 * np.pi * (np.arange(n_ring) + 0.5) / n_ring
         bad = ring[_ray_labels(ev, ring, np.full(n_ring, r_in)) != y0]
         if bad.size == 0:
             break
-        th3, lo3, hi3 = _sweep(ev, y0, bad[:64], 0.0, r_in, max(h / 4, r_in / 32), first_chunk=one_pass)
+        th3, lo3, hi3, _ = _sweep(ev, y0, bad[:64], 0.0, r_in, max(h / 4, r_in / 32), first_chunk=one_pass)
         if th3.size == 0:
             break
         d3, t3, h3 = _narrow(ev, y0, th3, lo3, hi3, rel_tol)
@@ -157,7 +257,8 @@ def boundary_search(ev: PlaneEvaluator, y0: int, extent: float, *, n_directions:
             d, t_best, hi_best = d3, t3, h3
         else:
             break
-    return d, float(t_best % (2 * np.pi))
+    tick(1.0)
+    return Circle(d, float(t_best % (2 * np.pi)), d, ev.count - start_count)
 
 
 @overload
@@ -196,6 +297,6 @@ def boundary_distance(model: nn.Module, plane: Plane, extent: float, *,
     check_grid(extent, MIN_RESOLUTION)
     ev = PlaneEvaluator(model, plane, device, batch_size)
     y0, _ = check_model_input(model, ev, 0)
-    d, angle = boundary_search(ev, y0, float(extent), n_directions=n_directions, rel_tol=rel_tol,
-                                max_factor=max_factor)
-    return (d, angle) if return_angle else d
+    circle = boundary_search(ev, y0, float(extent), n_directions=n_directions, rel_tol=rel_tol,
+                             max_factor=max_factor)
+    return (circle.distance, circle.angle) if return_angle else circle.distance

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..events import EventFn
+from ..events import EventFn, Stopped
 from ..fileio import atomic_write_bytes
 from .boundary import boundary_search
 from .evaluate import PlaneEvaluator, check_grid, check_model_input
@@ -52,7 +52,8 @@ class CrossSection:
             ``origin + coords[j] * u + coords[i] * v`` (rows = v, columns = u).
         confidence: (M, R, R) float32 top softmax probability (interpolated where not evaluated).
         boundary_distance: (M,) in-plane distance from the origin to the nearest point of another
-            class (to 0.5% relative precision, searched up to 4 * extent, inf if none).
+            class (to 0.5% relative precision, searched up to 4 * extent within the circle's
+            evaluation budget, inf if none).
         boundary_angle: (M,) direction of that nearest point, radians from the u axis (nan if none).
         origin_label: (M,) class each model predicts at the origin.
         origin_confidence: (M,) top softmax there.
@@ -64,6 +65,9 @@ class CrossSection:
             origin (:func:`~jacreg.cells.linear.predicted_distance`: min over classes k of
             (z_y - z_k) / ||in-plane gradient of z_y - z_k||; exact for an affine model; nan where
             not computed).
+        boundary_searched: (M,) radius up to which the boundary search checked every direction
+            (a lower bound of the distance where it is inf).
+        boundary_evaluations: (M,) model evaluations the boundary search spent.
     """
 
     plane: Plane
@@ -80,10 +84,18 @@ class CrossSection:
     refined: bool = True
     num_classes: int = 10
     predicted_distance: np.ndarray = field(default_factory=lambda: np.empty(0))
+    boundary_searched: np.ndarray = field(default_factory=lambda: np.empty(0))
+    boundary_evaluations: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
+        m = self.labels.shape[0]
         if self.predicted_distance.size == 0:
-            self.predicted_distance = np.full(self.labels.shape[0], math.nan)
+            self.predicted_distance = np.full(m, math.nan)
+        if self.boundary_searched.size == 0:
+            finite = np.isfinite(self.boundary_distance)
+            self.boundary_searched = np.where(finite, self.boundary_distance, 0.0)
+        if self.boundary_evaluations.size == 0:
+            self.boundary_evaluations = np.zeros(m, dtype=np.int64)
 
     @property
     def resolution(self) -> int:
@@ -136,7 +148,7 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
                   resolution: int = 201, *, device: str | torch.device | None = None,
                   batch_size: int | None = None, refine: bool = True, coarse_step: int | None = None,
                   boundary: bool = True, n_directions: int = 180, predict: bool = True,
-                  on_event: EventFn | None = None) -> CrossSection:
+                  circle_budget: float | None = 1.0, on_event: EventFn | None = None) -> CrossSection:
     """Class and top-softmax maps of one or more models on a square grid of a plane.
 
     The grid is ``coords = linspace(-extent, extent, resolution)`` along ``u`` (columns) and ``v``
@@ -157,10 +169,14 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
         coarse_step: spacing of the coarse grid in pixels (default: :func:`default_coarse_step`).
         boundary: also compute :func:`boundary_distance` (else inf, nan).
         n_directions: rays of the boundary search.
+        circle_budget: the boundary search beyond what the map shows may spend at most this many
+            times the map's evaluations (None: no limit); when it runs out before a boundary, the
+            distance is inf and ``boundary_searched`` says how far every direction was checked.
         predict: also compute ``predicted_distance`` (the linearised radius; a few forward and
             backward passes per model), else nan.
         on_event: progress callback, called with
-            ``{"event": "progress", "stage": "map"|"boundary", "model": m, "models": M, "fraction": f}``.
+            ``{"event": "progress", "stage": "map"|"boundary", "model": m, "models": M, "fraction": f}``;
+            returning ``False`` stops the computation (:class:`~jacreg.events.Stopped` is raised).
 
     Raises:
         ConfigError: extent/resolution out of range, or no model.
@@ -182,11 +198,14 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
     angle = np.full(nm, math.nan)
     evals = np.zeros(nm, dtype=np.int64)
     predicted = np.full(nm, math.nan)
+    searched = np.zeros(nm)
+    circle_evals = np.zeros(nm, dtype=np.int64)
 
-    def emit(stage: str, m: int, fraction: float) -> None:
-        if on_event is not None:
-            on_event({"event": "progress", "stage": stage, "model": m, "models": nm,
-                      "fraction": float(fraction)})
+    def emit(stage: str, m: int, fraction: float) -> Any:
+        if on_event is not None and on_event({"event": "progress", "stage": stage, "model": m, "models": nm,
+                                              "fraction": float(fraction)}) is False:
+            raise Stopped
+        return None
 
     for m, ev in enumerate(evs):
         emit("map", m, 0.0)
@@ -202,11 +221,15 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
         evals[m] = ev.count - start
         if boundary:
             emit("boundary", m, 0.0)
-            y0 = origin[m][0]
-            start_radius = _inside_radius(labels[m], coords, y0)
-            dist[m], angle[m] = boundary_search(ev, y0, extent, n_directions=n_directions,
-                                                 start_radius=start_radius)
-            emit("boundary", m, 1.0)
+
+            def circle_progress(f: float, m: int = m) -> Any:
+                return emit("boundary", m, f)
+
+            circle = boundary_search(ev, origin[m][0], extent, n_directions=n_directions, labels=labels[m],
+                                     coords=coords, progress=circle_progress,
+                                     budget=None if circle_budget is None else int(circle_budget * evals[m]))
+            dist[m], angle[m], searched[m], circle_evals[m] = (circle.distance, circle.angle, circle.searched,
+                                                                circle.evaluations)
         if predict:
             predicted[m] = linear_prediction(*in_plane_jacobian(ev.model, plane, device=ev.device)).distance
     return CrossSection(plane=plane, extent=extent, coords=coords, labels=labels, confidence=conf,
@@ -214,15 +237,5 @@ def cross_section(models: nn.Module | Sequence[nn.Module], plane: Plane, extent:
                         origin_label=np.array([o[0] for o in origin], dtype=np.int64),
                         origin_confidence=np.array([o[1] for o in origin], dtype=np.float32),
                         evaluations=evals, seconds=time.perf_counter() - t0, refined=refine,
-                        num_classes=max(ev.num_classes for ev in evs), predicted_distance=predicted)
-
-
-def _inside_radius(labels: np.ndarray, coords: np.ndarray, y0: int) -> float:
-    """A radius the map shows to be inside the origin's class: two pixels short of the nearest
-    pixel of another class (or of the map's inscribed disc). Used to start the boundary search."""
-    pixel = float(coords[1] - coords[0])
-    bb, aa = np.meshgrid(coords, coords, indexing="ij")
-    rr = np.hypot(aa, bb)
-    other = labels != y0
-    nearest = float(rr[other].min()) if other.any() else float(coords[-1])
-    return max(0.0, nearest - 2 * pixel)
+                        num_classes=max(ev.num_classes for ev in evs), predicted_distance=predicted,
+                        boundary_searched=searched, boundary_evaluations=circle_evals)

@@ -16,6 +16,7 @@ import eagerpy as ep
 import torch
 from torch import nn
 
+from ..events import Stopped
 from .catalog import AttackSpec, Norm, foolbox
 
 __all__ = ["CHUNK_GROWTH", "Stopped", "clip_perturbation", "distance", "fixed_attack", "minimization_attack",
@@ -24,10 +25,6 @@ __all__ = ["CHUNK_GROWTH", "Stopped", "clip_perturbation", "distance", "fixed_at
 #: PGD runs in chunks of done_steps // CHUNK_GROWTH + 1 steps (at most steps / 8), dropping the
 #: samples already broken between chunks.
 CHUNK_GROWTH = 4
-
-
-class Stopped(Exception):
-    """Raised inside a batch when the caller asked to stop; the batch is dropped."""
 
 
 def _tracking_class(cls: type) -> type:
