@@ -12,6 +12,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install -r requirements.txt
+# Ray, so the image can also serve as a GPU worker: `ray start --head ...` (README, "Jobs on a GPU cluster").
+RUN pip install "ray[client]==2.60.0"
 
 COPY jacreg/ jacreg/
 COPY app/ app/
