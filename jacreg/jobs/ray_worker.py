@@ -31,7 +31,6 @@ from ..training import TrainConfig, state_path, train
 __all__ = ["Worker"]
 
 
-
 class Worker:
     """One Ray actor: runs one long call at a time (train or curve) and buffers its events.
 
@@ -42,7 +41,8 @@ class Worker:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._call = ""
-        self._items: list[tuple[Event, Any]] = []
+        self._items: list[tuple[Event, Any]] = []  # not yet received, from index self._base on
+        self._base = 0
         self._finished = False
         self._stop = threading.Event()
         self._device = torch.device("cpu")
@@ -63,7 +63,7 @@ class Worker:
 
     def _begin(self, call_id: str) -> None:
         with self._cond:
-            self._call, self._items, self._finished = call_id, [], False
+            self._call, self._items, self._base, self._finished = call_id, [], 0, False
             self._stop.clear()
             self._cond.notify_all()
 
@@ -79,16 +79,16 @@ class Worker:
 
     def poll(self, call_id: str, cursor: int, timeout: float) -> tuple[list[tuple[Event, Any]], bool]:
         """The events of call ``call_id`` from index ``cursor`` on (waiting up to ``timeout`` s for
-        one), and whether the call has ended. Payloads before ``cursor`` were received: dropped."""
+        one), and whether the call has ended. Events before ``cursor`` were received: dropped."""
         with self._cond:
-            self._cond.wait_for(
-                lambda: self._call == call_id and (len(self._items) > cursor or self._finished), timeout)
+            self._cond.wait_for(lambda: self._call == call_id and (
+                self._base + len(self._items) > cursor or self._finished), timeout)
             if self._call != call_id:
                 return [], False
-            for i in range(min(cursor, len(self._items))):
-                if self._items[i][1] is not None:
-                    self._items[i] = (self._items[i][0], None)
-            return self._items[cursor:], self._finished
+            received = max(0, cursor - self._base)
+            del self._items[:received]
+            self._base += received
+            return self._items[max(0, cursor - self._base):], self._finished
 
     def stop(self) -> None:
         """Ask the running call to stop at its next event (train) or batch (curve)."""

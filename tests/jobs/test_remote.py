@@ -22,6 +22,7 @@ from jacreg.checkpoints import load_checkpoint
 from jacreg.errors import ConfigError
 from jacreg.fileio import read_jsonl
 from jacreg.jobs import remote
+from jacreg.jobs.ray_worker import Worker
 from jacreg.robustness import CurveTask, curve
 from jacreg.training import TrainConfig, state_path
 from tests.ray_head import RayHead, ray_head
@@ -76,6 +77,24 @@ def test_addresses_and_configs_are_checked_without_a_cluster(monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"jacreg\[ray\]"):
         remote.import_ray()
+
+
+def test_the_worker_hands_each_event_once_and_forgets_received_payloads() -> None:
+    w = Worker()  # the actor's class, here without Ray
+    w._begin("a")
+    w._push({"event": "start"})
+    w._push({"event": "checkpoint"}, (b"model", b"state"))
+    items, finished = w.poll("a", 0, 0.0)
+    assert [e["event"] for e, _ in items] == ["start", "checkpoint"] and items[1][1] == (b"model", b"state")
+    assert not finished
+    assert w.poll("b", 0, 0.0) == ([], False)  # another call's poll gets nothing
+    t0 = time.monotonic()
+    assert w.poll("a", 2, 0.2) == ([], False) and time.monotonic() - t0 >= 0.15  # waits for news
+    w._push({"event": "done"})
+    w._end()
+    items, finished = w.poll("a", 2, 5.0)
+    assert [e["event"] for e, _ in items] == ["done"] and finished
+    assert len(w._items) == 1  # what the caller has received is not kept
 
 
 def test_unreachable_head_fails_at_once_and_writes_nothing(tmp_path: Path) -> None:
