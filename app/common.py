@@ -150,15 +150,18 @@ def sidebar() -> None:
         _backend_setting()
 
 
+def _backend_label(backend: str) -> str:
+    return "here" if backend == "local" else "on Ray"
+
+
 def _backend_setting() -> None:
     """Local or a Ray cluster for the long jobs (Train, Robustness), with a check of the address."""
-    st.session_state.setdefault(RAY_ADDRESS, os.environ.get(remote.ADDRESS_ENV, ""))
-    st.radio("Jobs run", BACKENDS, key=BACKEND, horizontal=True,
-             format_func=lambda b: "here" if b == "local" else "on Ray",
-             help="Training and robustness runs: on this machine, or on a Ray cluster (e.g. a GPU server "
-                  "running `ray start --head`); their curves and checkpoints come back here.")
+    st.selectbox("Jobs run", BACKENDS, key=BACKEND, format_func=_backend_label,
+                 help="Training and robustness runs: on this machine, or on a Ray cluster (e.g. a GPU "
+                      "server running `ray start --head`); their curves and checkpoints come back here.")
     if st.session_state.get(BACKEND) != "Ray":
         return
+    st.session_state.setdefault(RAY_ADDRESS, os.environ.get(remote.ADDRESS_ENV, ""))
     address = st.text_input("Ray address", key=RAY_ADDRESS, placeholder="ray://gpu-server:10001",
                             help="ray://HOST:PORT: the head's client port (from any machine); HOST:PORT: "
                                  "its --port (from a node of the cluster).").strip()

@@ -48,7 +48,7 @@ def _on_ray(page: str, address: str) -> AppTest:
     at.run()
     at.switch_page(page)
     at.run()
-    at.radio(key="backend").set_value("Ray").run()
+    at.selectbox(key="backend").set_value("Ray").run()
     at.text_input(key="ray_address").set_value(address).run()
     assert not at.exception, at.exception
     return at
