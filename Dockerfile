@@ -16,6 +16,8 @@ WORKDIR /app
 RUN apt-get update \
     && apt-get install -y --no-install-recommends dataset-fashion-mnist \
     && rm -rf /var/lib/apt/lists/*
+# Ray, so the image can also serve as a worker: `ray start --head ...` (README, "Jobs on a Ray cluster").
+RUN pip install --no-cache-dir "ray[client]==2.60.0"
 
 # Dependencies first (pinned in pyproject.toml), so code edits do not reinstall torch.
 COPY pyproject.toml README.md ./

@@ -1,10 +1,11 @@
-"""Shared pieces of the pages: the sidebar (models, dataset, device) and cached model loading.
+"""Shared pieces of the pages: the sidebar (models, dataset, device, backend) and cached model loading.
 
 Only widgets and caching live here; every computation is in :mod:`jacreg`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,12 +22,17 @@ from jacreg import catalog, data  # noqa: E402
 from jacreg.catalog import ModelEntry  # noqa: E402
 from jacreg.checkpoints import file_hash, load_checkpoint  # noqa: E402
 from jacreg.device import available, describe, pick  # noqa: E402
-from jacreg.errors import JacregError  # noqa: E402
+from jacreg.errors import ConfigError, JacregError  # noqa: E402
+from jacreg.jobs import remote  # noqa: E402
 
 SELECTED = "selected_models"   # session key: list of ModelEntry keys, shared across pages
 DEVICE = "device"              # session key: device name ("auto", "cpu", "cuda:0", ...)
 DATASET = "dataset"            # session key: dataset name
 UPLOADS = "uploads"            # session key: {key: {"name", "digest", "data", "meta"}}
+BACKEND = "backend"            # session key: "local" or "Ray": where training and robustness jobs run
+RAY_ADDRESS = "ray_address"    # session key: the Ray head's address ([ray://]HOST:PORT)
+RAY_CHECK = "ray_check"        # session key: (address, message, ok) of the last "Check"
+BACKENDS = ("local", "Ray")
 
 
 def uploads() -> dict[str, dict[str, Any]]:
@@ -142,6 +148,47 @@ def sidebar() -> None:
             st.session_state[DEVICE] = "auto"
         st.selectbox("Device", devs, key=DEVICE)
         st.caption(f"Running on {describe(pick(st.session_state[DEVICE]))}")
+        _backend_setting()
+
+
+def _backend_label(backend: str) -> str:
+    return "here" if backend == "local" else "on Ray"
+
+
+def _backend_setting() -> None:
+    """Local or a Ray cluster for the long jobs (Train, Robustness), with a check of the address."""
+    st.selectbox("Jobs run", BACKENDS, key=BACKEND, format_func=_backend_label,
+                 help="Training and robustness runs: on this machine, or on a Ray cluster (e.g. a GPU "
+                      "server running `ray start --head`); their curves and checkpoints come back here.")
+    if st.session_state.get(BACKEND) != "Ray":
+        return
+    st.session_state.setdefault(RAY_ADDRESS, os.environ.get(remote.ADDRESS_ENV, ""))
+    address = st.text_input("Ray address", key=RAY_ADDRESS, placeholder="ray://gpu-server:10001",
+                            help="ray://HOST:PORT: the head's client port (from any machine); HOST:PORT: "
+                                 "its --port (from a node of the cluster).").strip()
+    if st.button("Check", key="ray_check_button", icon=":material/lan:", disabled=not address):
+        try:
+            st.session_state[RAY_CHECK] = (address, remote.check_cluster(address).describe(), True)
+        except JacregError as exc:
+            st.session_state[RAY_CHECK] = (address, str(exc), False)
+    checked = st.session_state.get(RAY_CHECK)
+    if checked and checked[0] == address:
+        (st.success if checked[2] else st.error)(checked[1])
+
+
+def ray_address() -> str | None:
+    """The Ray address the long jobs use, or None when they run here.
+
+    Raises:
+        ConfigError: Ray is chosen without an address, or with a malformed one.
+    """
+    if st.session_state.get(BACKEND) != "Ray":
+        return None
+    address = str(st.session_state.get(RAY_ADDRESS) or "").strip()
+    if not address:
+        raise ConfigError("jobs run on Ray, but no Ray address is set: enter it in the sidebar "
+                          "(e.g. ray://gpu-server:10001), or let jobs run here")
+    return remote.ray_address(address)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:])")

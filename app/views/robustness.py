@@ -19,6 +19,7 @@ from jacreg.device import describe, pick
 from jacreg.errors import JacregError
 from jacreg.figures import robustness as robustness_figures
 from jacreg.figures.style import model_colors
+from jacreg.jobs import remote
 from jacreg.parsing import parse_floats
 
 K = "rob_"                     # widget and session key prefix
@@ -107,7 +108,13 @@ def _start(models: list[ModelEntry], attacks: list[str], grids: dict[str, list[f
             tasks.append(robustness.CurveTask(e.label, model, x, y, "pgd", [1.0], probe=True))
     if not tasks:
         return
-    runner = robustness.CurveRunner(tasks, batch_size=batch_size, device=None, seed=0)
+    try:
+        address = common.ray_address()
+    except JacregError as exc:
+        st.error(str(exc))
+        return
+    runner = (remote.RayCurveRunner(tasks, address=address, batch_size=batch_size, seed=0) if address else
+              robustness.CurveRunner(tasks, batch_size=batch_size, device=None, seed=0))
     st.session_state[RUNNER] = runner.start()
     st.session_state[ERRORS] = []
     st.rerun()  # redraw the buttons (Run disabled, Stop enabled) and start polling
@@ -269,7 +276,9 @@ with right:
     probe = st.checkbox("Gradient-masking check (PGD with an unbounded budget)", value=True, key=K + "probe",
                         help="As ART's SecurityCurve: PGD at epsilon 1 from the clean image must reach "
                              "chance accuracy; otherwise the gradients are probably masked.")
-    st.caption(f"Device: {describe(pick(common.current_device()))} (sidebar)")
+    where = ("a Ray worker (its GPU when it has one)" if st.session_state.get(common.BACKEND) == "Ray"
+             else describe(pick(common.current_device())))
+    st.caption(f"Device: {where} (sidebar)")
 
 grid_ok = all(g is not None for g in grids.values())
 notes: list[str] = []

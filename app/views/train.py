@@ -15,6 +15,7 @@ from jacreg import architectures, data, jobs
 from jacreg.device import available
 from jacreg.errors import JacregError
 from jacreg.figures import training as training_figures
+from jacreg.jobs import remote
 from jacreg.training import ADV_ATTACKS, JR_METHODS, TrainConfig, suggested_snapshot_every
 
 VIEWS = Path(__file__).resolve().parent
@@ -46,8 +47,13 @@ def _init_form() -> None:
     start["snapshot_every"] = _suggested_snapshots(start["arch"], start["epochs"], start["dataset"])
     for f in FORM_FIELDS:
         ss.setdefault(K + f, start[f])
-    if ss[K + "device"] not in available():
+    if ss[K + "device"] not in _devices():
         ss[K + "device"] = "auto"
+
+
+def _devices() -> list[str]:
+    """Devices a run can ask for: this machine's, or on Ray the worker's (auto = its GPU if any)."""
+    return ["auto", "cpu"] if st.session_state.get(common.BACKEND) == "Ray" else available()
 
 
 def _apply_preset() -> None:
@@ -135,8 +141,8 @@ def _form() -> None:
         c = st.columns(4)
         c[0].number_input("PGD steps", min_value=1, step=1, key=K + "adv_steps")
         c[1].number_input("Seed", min_value=0, step=1, key=K + "seed")
-        c[2].selectbox("Device", available(), key=K + "device",
-                       help="auto picks a GPU when there is one.")
+        c[2].selectbox("Device", _devices(), key=K + "device",
+                       help="auto picks a GPU when there is one (on Ray: the GPU the worker gets).")
         c[3].number_input("Test samples per epoch", min_value=0, step=100, key=K + "eval_samples",
                           help="Evaluated after every epoch for the curves (0 = none).")
         with st.expander("Advanced"):
@@ -150,7 +156,7 @@ def _form() -> None:
         submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
     if submitted:
         try:
-            job = jobs.start_job(_config_from_form())
+            job = jobs.start_job(_config_from_form(), extra_args=remote.backend_args(common.ray_address()))
         except JacregError as exc:
             common.show_error(exc)
         else:
@@ -209,8 +215,9 @@ def _job_panel(job_id: str, was_active: bool) -> None:
              "finished": ":green-badge[finished]", "failed": ":red-badge[failed]",
              "stopped": ":orange-badge[stopped]"}.get(state, state)
     st.markdown(f"#### {common.md(job.name)} {badge}" + (" :orange-badge[stopping...]" if stopping else ""))
+    where = remote.where_ran(events) or f"device {cfg.get('device')}"
     st.caption(f"{cfg.get('arch')} on {cfg.get('dataset')} · regularizers: {jobs.regularizer_label(cfg)} · "
-               f"device {cfg.get('device')} · run folder `{job.dir}`")
+               f"{where} · run folder `{job.dir}`")
     if active:
         text = (f"step {prog.step}/{prog.total or '?'} · epoch {prog.epoch}/{prog.epochs or '?'} · "
                 f"ETA {_duration(prog.eta_s)}")

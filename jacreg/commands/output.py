@@ -15,8 +15,8 @@ from ..events import Event, EventFn
 from ..fileio import atomic_write_json, check_writable, dumps
 from ..parsing import MAX_SEED
 
-__all__ = ["bar", "check_outputs", "integer", "print_json", "seed", "stage_bars", "stop_on_sigterm",
-           "write_json"]
+__all__ = ["add_backend_arguments", "bar", "check_outputs", "integer", "print_json", "seed", "stage_bars",
+           "stop_on_sigterm", "write_json"]
 
 
 def integer(lo: int, hi: int) -> Callable[[str], int]:
@@ -87,6 +87,17 @@ def stage_bars(desc: str) -> EventFn:
             state["bar"], state["key"] = None, None
 
     return on_event
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend local|ray`` and ``--ray-address``: where a long command runs."""
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: in this process (default); ray: on a Ray cluster (pip install "
+                             "'jacreg[ray]'), with the files and events coming back here")
+    parser.add_argument("--ray-address", default=None, metavar="[ray://]HOST:PORT",
+                        help="the Ray head: HOST:PORT (its --port) on a node of the cluster, "
+                             "ray://HOST:PORT (its client port, default 10001) from elsewhere "
+                             "(default $JACREG_RAY_ADDRESS)")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

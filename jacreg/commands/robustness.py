@@ -7,12 +7,17 @@ import os
 import sys
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..checkpoints import load_checkpoint
 from ..device import pick
 from ..errors import ConfigError
 from ..evaluation import load_test_split
+from ..events import EventFn
 from ..figures.robustness import save_curves_png
 from ..fileio import atomic_write_text
+from ..jobs.remote import CARD_KEYS, RaySession, describe_worker, ray_address
 from ..parsing import parse_floats
 from ..robustness import (
     DEFAULT_BATCH_SIZE,
@@ -27,7 +32,16 @@ from ..robustness import (
     to_jsonable,
 )
 from ..training import MAX_COUNT
-from .output import bar, check_outputs, integer, print_json, seed, write_json
+from .output import (
+    add_backend_arguments,
+    bar,
+    check_outputs,
+    integer,
+    print_json,
+    seed,
+    stop_on_sigterm,
+    write_json,
+)
 
 NAME = "robustness"
 HELP = "accuracy-vs-epsilon curves from foolbox attacks"
@@ -54,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check-masking", action="store_true",
                         help="also run PGD with an unbounded budget (epsilon 1) and warn unless it "
                              "reaches chance accuracy")
+    add_backend_arguments(parser)
     parser.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
     parser.add_argument("--csv", default=None, metavar="FILE", help="write epsilon,accuracy rows")
     parser.add_argument("--png", default=None, metavar="FILE", help="plot the curve")
@@ -70,6 +85,20 @@ def _report(result: dict[str, Any]) -> None:
     print(f"{result['title']}: {result['samples']} samples in {result['seconds']:.1f} s", file=sys.stderr)
 
 
+def _on_ray(args: argparse.Namespace, address: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            attack: str, grid: list[float], params: dict[str, Any],
+            on_event: EventFn) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The curve (and the masking probe) on one Ray worker; SIGTERM stops it like Ctrl-C."""
+    options = {"batch_size": args.batch_size, "seed": args.seed}
+    with stop_on_sigterm(), RaySession(address, device=args.device) as session:
+        where = session.info
+        print(describe_worker(where), file=sys.stderr)
+        result = session.curve(model, x, y, attack, grid, on_event=on_event, **options, **params)
+        probe = session.curve(model, x, y, "pgd", None, probe=True, **options) if args.check_masking else None
+    result["backend"] = {k: where.get(k) for k in CARD_KEYS}
+    return result, probe
+
+
 def run(args: argparse.Namespace) -> int:
     """Load safely, attack the first N test samples, write the files."""
     check_outputs(args, "json", "csv", "png")
@@ -81,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size must be at least 1")
     params = parse_params(args.param, spec)
     spec.build(**params)  # every parameter checked before any work
-    dev = pick(args.device)
+    address = ray_address(args.ray_address) if args.backend == "ray" else None
+    dev = pick("cpu" if address else args.device)  # on Ray, --device is the worker's
     model, meta = load_checkpoint(args.checkpoint, arch=args.arch, dataset=args.dataset, device=str(dev))
     if meta.get("inferred"):
         print(f"note: {meta['inferred']}", file=sys.stderr)
@@ -96,11 +126,15 @@ def run(args: argparse.Namespace) -> int:
             progress.n = round(100 * float(ev["progress"]))
             progress.refresh()
 
+    grid = checked if eps is None else eps
     try:
-        result = curve(model, x, y, spec, checked if eps is None else eps, batch_size=args.batch_size,
-                       device=dev, on_event=on_event, seed=args.seed, **params)
-        probe = (masking_probe(model, x, y, batch_size=args.batch_size, device=dev, seed=args.seed)
-                 if args.check_masking else None)
+        if address:
+            result, probe = _on_ray(args, address, model, x, y, spec.name, grid, params, on_event)
+        else:
+            result = curve(model, x, y, spec, grid, batch_size=args.batch_size, device=dev, on_event=on_event,
+                           seed=args.seed, **params)
+            probe = (masking_probe(model, x, y, batch_size=args.batch_size, device=dev, seed=args.seed)
+                     if args.check_masking else None)
     finally:
         if progress is not None:
             progress.close()

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..events import Event
+from ..jobs.remote import check_remote_config, describe_worker, ray_address, train_remote
 from ..training import TrainConfig, train
-from .output import bar, check_outputs, print_json, stop_on_sigterm, write_json
+from .output import add_backend_arguments, bar, check_outputs, print_json, stop_on_sigterm, write_json
 
 NAME = "train"
 HELP = "train a model (plain, L2, dropout, JR, adversarial training)"
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind.startswith("float"):
             kw["type"] = float
         parser.add_argument(flag, **kw)
+    add_backend_arguments(parser)
     parser.add_argument("--json", default=None, metavar="FILE", help="write the final metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -49,7 +51,8 @@ def _epoch_line(event: Event) -> str:
 def run(args: argparse.Namespace) -> int:
     """Train with a progress bar on stderr, events to --events, the result to --json."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**values).validate()
+    address = ray_address(args.ray_address) if args.backend == "ray" else None
+    config = check_remote_config(TrainConfig(**values)) if address else TrainConfig(**values).validate()
     check_outputs(args, "out", "events", "json")
     if config.events:
         Path(config.events).parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     def on_event(event: Event) -> None:
         nonlocal progress
         kind = event["event"]
+        if kind == "start" and event.get("backend"):
+            print(describe_worker(event["backend"]), file=sys.stderr)
         if kind == "start" and not args.quiet:
             progress = bar(event["total_steps"], "train")
             if progress is not None:
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with stop_on_sigterm():
-            result = train(config, on_event)
+            result = train_remote(config, address, on_event) if address else train(config, on_event)
     finally:
         if progress is not None:
             progress.close()

@@ -129,7 +129,8 @@ def _spawn(job: Job, argv: list[str], env: Mapping[str, str] | None, attempt: in
 
 def start_job(config: Mapping[str, Any] | Any, runs_dir: str | os.PathLike[str] | None = None,
               kind: Kind = "train", *, name: str | None = None, launcher: Sequence[str] | None = None,
-              env: Mapping[str, str] | None = None, validate: bool = True) -> Job:
+              env: Mapping[str, str] | None = None, validate: bool = True,
+              extra_args: Sequence[str] = ()) -> Job:
     """Start a background job in a new run folder.
 
     For ``kind="train"`` the config is validated here first (a bad config raises at once and no
@@ -147,6 +148,8 @@ def start_job(config: Mapping[str, Any] | Any, runs_dir: str | os.PathLike[str] 
             ``[sys.executable, "-m", "jacreg"]``); tests substitute a small script.
         env: extra environment variables for the subprocess.
         validate: validate a training config in-process first (default True).
+        extra_args: more arguments for the command, kept for a resume (e.g.
+            ``["--backend", "ray", "--ray-address", "HOST:PORT"]``).
 
     Returns:
         The :class:`Job`; its status is ``running`` (or ``failed`` if it could not be spawned).
@@ -184,9 +187,9 @@ def start_job(config: Mapping[str, Any] | Any, runs_dir: str | os.PathLike[str] 
         args += ["--out", str(job.checkpoint_path), "--events", str(job.events_path)]
     else:
         args += ["--json", str(job.result_path)]
-    argv = list(launcher or _launcher()) + [kind] + args
+    argv = list(launcher or _launcher()) + [kind] + args + list(extra_args)
     atomic_write_json(job.config_path, {"kind": kind, "name": display or job.id, "config": cfg,
-                                        "argv": argv, "created": time.time()})
+                                        "argv": argv, "extra_args": list(extra_args), "created": time.time()})
     return _spawn(job, argv, env, attempt=1)
 
 
@@ -309,7 +312,7 @@ def resume_job(job_id: str, runs_dir: str | os.PathLike[str] | None = None, *,
         prefix = old[:old.index("train") + 1] if "train" in old else _launcher() + ["train"]
         argv = prefix
     argv += train_argv(cfg) + ["--out", str(job.checkpoint_path), "--events", str(job.events_path),
-                               "--resume"]
+                               "--resume"] + list(jc.get("extra_args") or [])
     jc["config"] = cfg
     atomic_write_json(job.config_path, jc)
     return _spawn(job, argv, env, attempt=int(status.get("attempt") or 1) + 1)

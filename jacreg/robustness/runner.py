@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import JacregError
+from ..events import EventFn
 from .catalog import get_attack
 from .curves import DEFAULT_BATCH_SIZE, curve, masking_probe
 
@@ -83,6 +84,15 @@ class CurveRunner:
                     "done": self._done, "stopped": self._stop.is_set(),
                     "seconds": time.time() - self.started}
 
+    def _compute(self, task: CurveTask, on_event: EventFn) -> dict[str, Any]:
+        """One task's curve (a subclass may compute it elsewhere, e.g. on a Ray cluster)."""
+        if task.probe:
+            return masking_probe(task.model, task.x, task.y, batch_size=self.batch_size, device=self.device,
+                                 on_event=on_event, should_stop=self._stop.is_set, seed=self.seed)
+        return curve(task.model, task.x, task.y, task.attack, task.epsilons, batch_size=self.batch_size,
+                     device=self.device, on_event=on_event, should_stop=self._stop.is_set, seed=self.seed,
+                     **task.params)
+
     def _run(self) -> None:
         n = len(self.tasks)
         try:
@@ -106,14 +116,7 @@ class CurveRunner:
                                              "samples": ev["done"], "probe": task.probe}
 
                 try:
-                    if task.probe:
-                        res = masking_probe(task.model, task.x, task.y, batch_size=self.batch_size,
-                                            device=self.device, on_event=on_event,
-                                            should_stop=self._stop.is_set, seed=self.seed)
-                    else:
-                        res = curve(task.model, task.x, task.y, task.attack, task.epsilons,
-                                    batch_size=self.batch_size, device=self.device, on_event=on_event,
-                                    should_stop=self._stop.is_set, seed=self.seed, **task.params)
+                    res = self._compute(task, on_event)
                 except JacregError as exc:
                     with self._lock:
                         self._errors.append(f"{label}: {exc}")
