@@ -6,7 +6,7 @@ code (the CPU always; ``cuda`` when torch sees one), and the last table gives CP
   JR step, LeNet' / DDNet   median SGD step (batch 100 / 50) with Jacobian regularization (auto estimator,
                             n_proj = 1) and its ratio to the plain step; the exact regularizer too
   section 501x501           ``cells.cross_section`` of LeNet' on a random plane, with its circle
-  PGD curve                 ``robustness.curve``: PGD (L-inf 0.05, 0.1, 0.3), 200 mnist-5k test samples, 20 steps
+  PGD curve                 ``robustness.curve``: PGD (L-inf 0.05, 0.1, 0.3), 200 test samples, 20 steps
   training epoch            ``training.train``: one epoch of mnist-5k, LeNet' with JR (lambda 0.01)
 
     python benchmarks/gpu.py [--repeats 5] [--threads N] [--quick]
@@ -53,7 +53,8 @@ def _seconds(fn: Callable[[], object], dev: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def jr_steps(arch: str, shape: tuple[int, ...], batch: int, dev: torch.device, repeats: int) -> dict[str, float]:
+def jr_steps(arch: str, shape: tuple[int, ...], batch: int, dev: torch.device,
+             repeats: int) -> dict[str, float]:
     """Median step time (ms) of plain, JR (auto, n_proj 1) and JR exact, interleaved."""
     torch.manual_seed(0)
     net = create(arch).to(dev)
