@@ -69,8 +69,8 @@ def _sweep(ev: PlaneEvaluator, y0: int, theta: np.ndarray, r_start: float, r_end
     shell batch where some ray leaves class ``y0``; return those rays' brackets (lo, hi) and the
     radius up to which every ray stayed in ``y0``.
     Batches hold ``first_chunk`` shells, then twice as many each time (little overshoot when the
-    crossing is near, few forward passes when it is far). With ``limit``, stop (no bracket) once
-    that many evaluations are spent."""
+    crossing is near, few forward passes when it is far). With ``limit``, at most that many
+    evaluations: stop (no bracket) when the next shell would not fit."""
     empty = np.empty(0)
     if r_end <= r_start or theta.size == 0:
         return empty, empty, empty, max(r_start, r_end)
@@ -80,8 +80,11 @@ def _sweep(ev: PlaneEvaluator, y0: int, theta: np.ndarray, r_start: float, r_end
     k0, chunk, spent = 0, max(1, min(first_chunk, max_chunk)), 0
     reached = r_start
     while k0 < radii.size:
-        if limit is not None and spent >= limit:
-            return empty, empty, empty, reached
+        if limit is not None:  # never past the limit: only the shells that fit in what is left
+            room = (limit - spent) // theta.size
+            if room < 1:
+                return empty, empty, empty, reached
+            chunk = min(chunk, room)
         rr = radii[k0:k0 + chunk]
         lab = ev(np.outer(rr, cos).ravel(), np.outer(rr, sin).ravel())[0].reshape(rr.size, theta.size)
         spent += lab.size
