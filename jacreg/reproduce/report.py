@@ -385,6 +385,10 @@ def zoo_readme(results: Results, fashion: Results, opts: Options, seconds: float
     rows, cmds = rows + more_rows, cmds + more_cmds
     n = {d: res[k][0]["card"]["metrics"]["evaluation"]["samples"] for d, res, k in
          ((opts.dataset, results, ZOO[0]), (FASHION, fashion, FASHION_KEYS[0])) if k in res}
+    cards = [r["card"] for res, keys in ((results, ZOO), (fashion, FASHION_KEYS)) for k in keys if k in res
+             for r in res[k][:1]]
+    train_s = sum(float((c.get("history") or [{}])[-1].get("seconds") or 0.0) for c in cards)
+    eval_s = sum(float(c["metrics"]["evaluation"].get("seconds") or 0.0) for c in cards)
     fashion_text = ("and, on the full-size Fashion-MNIST (60,000 training / 10,000 test images, read offline "
                     f"from Debian's `dataset-fashion-mnist`), `lenet-none-fashion` and `lenet-jr-fashion`: "
                     f"{opts.resolved_epochs(FASHION)} epochs of 600 iterations" if fashion else
@@ -406,7 +410,10 @@ matches are reused, and so are evaluations stored in a card with the same settin
 and `--reevaluate` force them). The last invocation took {seconds / 60:.1f} minutes
 ({trained if trained is not None else "?"} of {len(rows)} models trained in it, on
 {opts.resolved_workers()} worker process(es)) on {machine()}. The time columns are the wall times stored
-in the cards (training; clean + robustness evaluation).
+in the cards (training; clean + robustness evaluation); one model after the other, the zoo's training
+takes their sum, {train_s / 60:.0f} minutes, and its evaluation {eval_s / 60:.0f} minutes (wall times of
+runs that shared the machine with other work, so an upper bound; a resumed run counts the time before
+its interruption too); `--workers` runs several at once.
 
 Metrics on the test split ({", ".join(f"{v:,} of {k}" for k, v in n.items())}): clean accuracy; mean
 ‖J‖_F (Frobenius norm of d logits / d normalised input, the paper's Table 1 convention); in-plane cell
