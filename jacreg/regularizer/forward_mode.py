@@ -45,6 +45,7 @@ from .traced import (
     forget,
     functorch_ok,
     pair,
+    pool_arguments,
     program_for,
     shift_dim,
 )
@@ -149,23 +150,9 @@ def _max_pool2d(p: Tensor, t: Tensor, kernel_size: Any, stride: Any, padding: An
     return out, tan
 
 
-def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple[Any, Any, Any, Any, bool]:
-    """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
-    if isinstance(target, nn.MaxPool2d):
-        if target.return_indices or len(node.args) != 1 or node.kwargs:
-            raise NotHandled
-        return target.kernel_size, target.stride, target.padding, target.dilation, target.ceil_mode
-    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-    b = bind(node, p, names, lambda n: env[n][0])
-    if b.get("return_indices", False) or "kernel_size" not in b:
-        raise NotHandled
-    return (b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
-            b.get("ceil_mode", False))
-
-
 def _max_pool_rule(target: Any, node: Node, env: Env) -> Dual:
     p, t = _unary(node, env)
-    return _max_pool2d(p, t, *_pool_arguments(target, node, env, p))
+    return _max_pool2d(p, t, *pool_arguments(target, node, p, lambda n: env[n][0]))
 
 
 def _linear_module_rule(mod: nn.Module, node: Node, env: Env) -> Dual:
@@ -369,7 +356,7 @@ class _DualProgram:
                 target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
                 p, t = env[act]
                 try:
-                    env[node] = _max_pool2d(p, t, *_pool_arguments(target, node, env, p),
+                    env[node] = _max_pool2d(p, t, *pool_arguments(target, node, p, lambda n: env[n][0]),
                                             activation=deferred.pop(act))
                 except NotHandled:  # apply the activation after all, then the pooling as usual
                     env[act] = _ACTIVATIONS[fusions[act]](p, t)

@@ -45,6 +45,7 @@ from .traced import (
     fold,
     forget,
     pair,
+    pool_arguments,
     program_for,
 )
 
@@ -218,23 +219,9 @@ def _max_pool2d(src: Node, p: Tensor, kernel_size: Any, stride: Any, padding: An
     return out, pull
 
 
-def _pool_arguments(target: Any, node: Node, env: Env, p: Tensor) -> tuple[Any, Any, Any, Any, bool]:
-    """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node, or NotHandled."""
-    if isinstance(target, nn.MaxPool2d):
-        if target.return_indices or len(node.args) != 1 or node.kwargs:
-            raise NotHandled
-        return target.kernel_size, target.stride, target.padding, target.dilation, target.ceil_mode
-    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-    b = bind(node, p, names, lambda n: env[n])
-    if b.get("return_indices", False) or "kernel_size" not in b:
-        raise NotHandled
-    return (b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
-            b.get("ceil_mode", False))
-
-
 def _max_pool_rule(target: Any, node: Node, env: Env, active: set[Node]) -> Step:
     src, p = _unary(node, env, active)
-    return _max_pool2d(src, p, *_pool_arguments(target, node, env, p))
+    return _max_pool2d(src, p, *pool_arguments(target, node, p, env.__getitem__))
 
 
 def _global_avg_pool_rule(mod: nn.AdaptiveAvgPool2d, node: Node, env: Env, active: set[Node]) -> Step:
@@ -505,7 +492,7 @@ class _ReverseProgram:
                     target = root.get_submodule(str(node.target)) if node.op == "call_module" else node.target
                     pre = env[act]
                     out, pull = _max_pool2d(cast(Node, act.args[0]), pre,
-                                            *_pool_arguments(target, node, env, pre),
+                                            *pool_arguments(target, node, pre, env.__getitem__),
                                             activation=deferred.pop(act))
                 except NotHandled:  # apply the activation after all, then the pooling as usual
                     env[act], act_pull = _activation_rule(fusions[act])(None, act, env, active)

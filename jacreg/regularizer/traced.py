@@ -28,7 +28,8 @@ from torch.nn.modules import module as module_mod
 from ..architectures import _BodyThroughWrapper
 
 __all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "activations_before_max_pool", "bind",
-           "call", "fold", "forget", "functorch_ok", "pair", "program_for", "shift_dim", "structure"]
+           "call", "fold", "forget", "functorch_ok", "pair", "pool_arguments", "program_for", "shift_dim",
+           "structure"]
 
 P = TypeVar("P")
 
@@ -73,6 +74,22 @@ def bind(node: Node, first: Any, names: tuple[str, ...], values: Callable[[Node]
     if set(bound) - set(names):
         raise NotHandled
     return bound
+
+
+def pool_arguments(target: Any, node: Node, first: Any,
+                   values: Callable[[Node], Any]) -> tuple[Any, Any, Any, Any, bool]:
+    """(kernel_size, stride, padding, dilation, ceil_mode) of a max-pooling node (``first`` its input,
+    ``values`` a node's value for its other arguments), or NotHandled."""
+    if isinstance(target, nn.MaxPool2d):
+        if target.return_indices or len(node.args) != 1 or node.kwargs:
+            raise NotHandled
+        return target.kernel_size, target.stride, target.padding, target.dilation, target.ceil_mode
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+    b = bind(node, first, names, values)
+    if b.get("return_indices", False) or "kernel_size" not in b:
+        raise NotHandled
+    return (b["kernel_size"], b.get("stride"), b.get("padding", 0), b.get("dilation", 1),
+            b.get("ceil_mode", False))
 
 
 _ACTIVATION_FUNCTIONS: dict[Any, str] = {torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid",
