@@ -34,7 +34,7 @@ def test_round_extent_and_ratio():
 
 def test_choose_first_view_picks_the_widest_ratio_and_confirms_it(pair, tmp_path):
     x, y = load_dataset("mnist-5k", "test", limit=4)
-    events = []
+    events: list[dict] = []
     view = choose_first_view(pair, x, y, candidates=4, resolution=21, on_event=events.append)
     assert view["models"] == ["lenet-none", "lenet-jr"] and view["plane"] == "adversarial"
     assert view["dataset"] == "mnist-5k" and set(view["radii"]) == set(view["models"])
@@ -68,7 +68,8 @@ def test_choose_first_view_refuses_what_it_cannot_do(pair):
 def _section(r0: float, r1: float, searched: float = 0.0) -> cells.CrossSection:
     plane = cells.random_plane(torch.zeros(1, 4, 4), seed=0)
     z = np.zeros((2, 11, 11))
-    return cells.CrossSection(plane=plane, extent=1.0, coords=np.linspace(-1, 1, 11), labels=z.astype(np.int64),
+    return cells.CrossSection(plane=plane, extent=1.0, coords=np.linspace(-1, 1, 11),
+                              labels=z.astype(np.int64),
                               confidence=z.astype(np.float32), boundary_distance=np.array([r0, r1]),
                               boundary_angle=np.zeros(2), origin_label=np.zeros(2, dtype=np.int64),
                               origin_confidence=np.ones(2, dtype=np.float32), evaluations=np.zeros(2),
@@ -78,11 +79,12 @@ def _section(r0: float, r1: float, searched: float = 0.0) -> cells.CrossSection:
 def test_caption_is_computed_from_the_circles():
     names = ["lenet-none", "lenet-jr"]
     text = first_view_caption(_section(0.5, 1.2), names, 7, "mnist-5k")
-    assert text == ("lenet-none vs lenet-jr on an adversarial plane through test digit 7: the lenet-jr cell is "
-                    "2.4 times wider (in-plane radius 1.2 vs 0.5).")
+    assert text == ("lenet-none vs lenet-jr on an adversarial plane through test digit 7: the lenet-jr "
+                    "cell is 2.4 times wider (in-plane radius 1.2 vs 0.5).")
     assert "0.5 times" not in first_view_caption(_section(1.0, 0.5), names, 7, "mnist-5k")
     assert "2.0 times narrower" in first_view_caption(_section(1.0, 0.5), names, 7, "mnist-5k")
-    assert "more than 6.0 times wider" in first_view_caption(_section(0.5, math.inf, 3.0), names, 0, "cifar10")
+    far = first_view_caption(_section(0.5, math.inf, 3.0), names, 0, "cifar10")
+    assert "more than 6.0 times wider" in far
     assert "test sample 0" in first_view_caption(_section(0.5, math.inf, 3.0), names, 0, "cifar10")
     assert first_view_caption(_section(math.inf, math.inf), names, 3, "mnist", plane="random").endswith(
         "a random plane through test digit 3.")
