@@ -24,7 +24,15 @@ import torch
 from torch import nn
 
 from ..catalog import FIRST_VIEW_FILE
-from ..cells import MAX_EXTENT, CrossSection, adversarial_plane, boundary_distance, cross_section, predict
+from ..cells import (
+    MAX_EXTENT,
+    CrossSection,
+    Plane,
+    adversarial_plane,
+    boundary_distance,
+    cross_section,
+    predict,
+)
 from ..errors import ConfigError
 from ..events import EventFn, sink
 from ..fileio import atomic_write_json
@@ -54,22 +62,17 @@ def radius_ratio(radii: Sequence[float]) -> float:
     return r1 / r0
 
 
-def _coarse_radii(nets: list[nn.Module], x0: torch.Tensor, y0: int, seed: int,
-                  device: str | torch.device | None) -> list[float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plane = adversarial_plane(x0, y0, nets[0], nets[1], seed=seed, device=device)
+def _coarse_radii(nets: list[nn.Module], plane: Plane, device: str | torch.device | None) -> list[float]:
+    """Each model's in-plane radius, searched coarsely (few rays, 2% precision) up to 8."""
     return [boundary_distance(m, plane, COARSE_EXTENT, device=device, n_directions=COARSE_RAYS,
                               rel_tol=COARSE_TOL, max_factor=COARSE_FACTOR) for m in nets]
 
 
-def _confirm(nets: list[nn.Module], x0: torch.Tensor, y0: int, radii: list[float], resolution: int,
-             seed: int, device: str | torch.device | None) -> CrossSection:
+def _confirm(nets: list[nn.Module], plane: Plane, radii: list[float], resolution: int,
+             device: str | torch.device | None) -> CrossSection:
+    """The cross section the page will show, sized from the coarse radii; its circles are the radii."""
     finite = [r for r in radii if math.isfinite(r)]
     extent = round_extent(max(finite)) if finite else COARSE_EXTENT * COARSE_FACTOR
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plane = adversarial_plane(x0, y0, nets[0], nets[1], seed=seed, device=device)
     return cross_section(nets, plane, extent, resolution, device=device, predict=False)
 
 
@@ -115,18 +118,21 @@ def choose_first_view(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
     if right.size == 0:
         raise ConfigError(f"none of the first {n} test samples is classified correctly by "
                           f"{' and '.join(names)}; train them longer")
-    scored: list[tuple[float, int, list[float]]] = []
+    scored: list[tuple[float, int, Plane, list[float]]] = []
     for done, i in enumerate(right.tolist()):
-        radii = _coarse_radii(nets, x[i], int(y[i]), seed, device)
+        with warnings.catch_warnings():  # parallel FGSM directions: completed at random, noted in the plane
+            warnings.simplefilter("ignore")
+            plane = adversarial_plane(x[i], int(y[i]), nets[0], nets[1], seed=seed, device=device)
+        radii = _coarse_radii(nets, plane, device)
         ratio = radius_ratio(radii)
         # both finite: by ratio; otherwise after them, by the larger finite radius of the second model
         key = ratio if math.isfinite(ratio) else -1.0 / (1.0 + (radii[1] if math.isfinite(radii[1]) else 0.0))
-        scored.append((key, i, radii))
+        scored.append((key, i, plane, radii))
         emit({"event": "progress", "stage": "first view", "done": done + 1, "total": int(right.size)})
     scored.sort(key=lambda t: (-t[0], t[1]))
     best: tuple[float, int, list[float]] | None = None
-    for _, i, coarse in scored[:CONFIRM]:
-        cs = _confirm(nets, x[i], int(y[i]), coarse, resolution, seed, device)
+    for _, i, plane, coarse in scored[:CONFIRM]:
+        cs = _confirm(nets, plane, coarse, resolution, device)
         radii = [float(r) for r in cs.boundary_distance]
         ratio = radius_ratio(radii)
         key = ratio if math.isfinite(ratio) else -math.inf
