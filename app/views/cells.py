@@ -3,7 +3,8 @@
 Widgets and figures only: planes, cross sections, distances and statistics come from
 :mod:`jacreg.cells`, figures from :mod:`jacreg.figures.cells`. The view (models, dataset, sample, plane,
 seed, extent, resolution) is kept in the URL's query parameters, so a view can be shared. The film of
-the cell through training (runs with per-epoch snapshots) is :mod:`app.film`.
+the cell through training (runs with per-epoch snapshots) is :mod:`app.film`; the coarse preview shown
+first for slow models is :mod:`app.preview`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import common
+from app import common, preview
 from app.film import section as film_section
 from jacreg import cells, data
 from jacreg.catalog import ModelEntry
@@ -183,18 +184,6 @@ def _plane_cached(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...],
                   _models: dict[str, torch.nn.Module], _x: torch.Tensor, _y: torch.Tensor) -> cells.Plane:
     """The plane of a view (shared and read-only), built once for the preview and the full map."""
     return _plane(dict(spec), _x, _y, _models)
-
-
-@st.cache_data(show_spinner="Timing the models...", max_entries=32)
-def _seconds_per_point(stamps: tuple[str, ...], dataset: str, _models: list, _x: torch.Tensor) -> float:
-    return cells.seconds_per_point(_models, _x[0])
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _preview(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...], extent: float, res: int,
-             _models: dict[str, torch.nn.Module], _x: torch.Tensor, _y: torch.Tensor) -> cells.CrossSection:
-    return cells.preview_section(list(_models.values()), _plane_cached(stamps, spec, _models, _x, _y),
-                                 extent, res)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -398,8 +387,9 @@ def main() -> None:
     spec_key = tuple(sorted(pspec.items()))
     holder, previewed = None, ""
     try:
-        holder, previewed = _preview_first(stamps, spec_key, dataset, extent, res, models, x, y, names,
-                                           class_names)
+        holder, previewed = preview.show_first(stamps, spec_key, dataset, extent, res, list(models.values()),
+                                               x[0], lambda: _plane_cached(stamps, spec_key, models, x, y),
+                                               names, class_names)
         cs = _cross_section(stamps, spec_key, extent, res, models, x, y)
     except JacregError as exc:
         common.show_error(exc)
@@ -407,8 +397,7 @@ def main() -> None:
     finally:
         if holder is not None:
             holder.empty()
-    done = st.session_state.setdefault(K + "computed", [])
-    done[:] = [*done[-63:], repr((stamps, spec_key, extent, res))]
+    preview.mark_done((stamps, spec_key, extent, res))
     if cs.plane.note:
         st.info(f"Plane: {common.md(cs.plane.note)}")
     far = [mk for mk in cs.plane.marks if max(abs(mk[1]), abs(mk[2])) > extent]
@@ -454,32 +443,6 @@ def main() -> None:
     _probe(event, cs, models, names, class_names)
     _statistics_section(stamps, names, dataset, n, models, x, y, extent, seed)
     film_section(entries, dataset, x, y, pspec, extent, class_names)
-
-
-def _preview_first(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...], dataset: str, extent: float,
-                   res: int, models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor,
-                   names: list[str], class_names: list[str] | None) -> tuple[Any, str]:
-    """When the full map is estimated to be slow and this session has not computed it yet, show a
-    coarse preview (in a placeholder the caller empties once the full map is there).
-
-    Returns:
-        The placeholder (None when no preview was shown) and a sentence for the caption.
-    """
-    if repr((stamps, spec, extent, res)) in st.session_state.get(K + "computed", []):
-        return None, ""
-    estimate = _seconds_per_point(stamps, dataset, list(models.values()), x) * res * res
-    small = cells.preview_resolution(res)
-    if estimate <= cells.preview_after() or small >= res:
-        return None, ""
-    holder = st.empty()
-    with holder.container():
-        pcs = _preview(stamps, spec, extent, res, models, x, y)
-        st.plotly_chart(plots.cells_figure(pcs, names, class_names, height=430 if len(names) > 2 else 480),
-                        key=K + "preview", theme=None)
-        st.caption(f"Coarse preview ({small}x{small}, no circle); refining to {res}x{res} "
-                   f"(estimated up to {estimate:.0f} s)...")
-    return holder, (f" Shown first as a coarse {small}x{small} preview (the full map was estimated at up to "
-                    f"{estimate:.0f} s).")
 
 
 def _selected_point(event: Any) -> tuple[float, float] | None:
