@@ -33,6 +33,8 @@ BACKEND = "backend"            # session key: "local" or "Ray": where training a
 RAY_ADDRESS = "ray_address"    # session key: the Ray head's address ([ray://]HOST:PORT)
 RAY_CHECK = "ray_check"        # session key: (address, message, ok) of the last "Check"
 BACKENDS = ("local", "Ray")
+FIRST_VIEW = "first_view"      # session key: the zoo's first view (catalog.first_view) this session opened on
+_FIRST_VIEW_APPLIED = "_first_view_applied"
 
 
 def uploads() -> dict[str, dict[str, Any]]:
@@ -124,11 +126,44 @@ def apply_query_selection(keys: list[str]) -> None:
         st.session_state[DATASET] = ds
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def _first_view_cached(folder: str) -> dict[str, Any] | None:
+    return catalog.first_view(folder)
+
+
+def apply_first_view(keys: list[str]) -> None:
+    """Once per session, when it has no model selection yet and the URL has no parameters: select
+    the zoo's first view's two models (``models/first_view.json``, :func:`jacreg.catalog.first_view`)
+    and its dataset, and remember the view (``st.session_state[FIRST_VIEW]``) for the Cells page.
+    Called by :func:`sidebar` before its widgets exist."""
+    if st.session_state.get(_FIRST_VIEW_APPLIED):
+        return
+    st.session_state[_FIRST_VIEW_APPLIED] = True
+    if st.session_state.get(SELECTED) or len(st.query_params):
+        return
+    view = _first_view_cached(str(catalog.models_dir()))
+    if view is None:
+        return
+    wanted = [f"zoo:{name}" for name in view["models"]]
+    if not all(k in keys for k in wanted):
+        return
+    st.session_state[SELECTED] = wanted
+    if view["dataset"] in data.names() and DATASET not in st.session_state:
+        st.session_state[DATASET] = view["dataset"]
+    st.session_state[FIRST_VIEW] = view
+
+
+def first_view() -> dict[str, Any] | None:
+    """The first view this session opened on (see :func:`apply_first_view`), or None."""
+    return st.session_state.get(FIRST_VIEW)
+
+
 def sidebar() -> None:
     """The one sidebar every page shares: model picker, dataset, device."""
     all_entries = entries()
     labels = {e.key: e.label for e in all_entries}
     apply_query_selection(list(labels))
+    apply_first_view(list(labels))
     current = [k for k in st.session_state.get(SELECTED, []) if k in labels]
     if not current and all_entries:
         current = [all_entries[0].key]

@@ -1,6 +1,8 @@
 """Where models live: the zoo (``models/``), trained runs (``runs/<id>/``), uploads, and snapshots.
 
 The app and the CLI list models through :func:`list_models`; nothing here loads weights.
+The zoo may hold ``first_view.json``, the view the dashboard opens on (written by
+``python -m jacreg reproduce --zoo``, read back validated by :func:`first_view`).
 A checkpoint ``<dir>/<stem>.safetensors`` may have per-epoch snapshots beside it, written by
 ``train --snapshot-every N``: ``<dir>/<stem>.epochs/epoch-NNN.safetensors`` (:func:`snapshot_dir`,
 :func:`list_snapshots`); the Cells page plays them as a film.
@@ -8,6 +10,8 @@ A checkpoint ``<dir>/<stem>.safetensors`` may have per-epoch snapshots beside it
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -135,3 +139,71 @@ def find(key: str, entries: list[ModelEntry] | None = None) -> ModelEntry | None
         if e.key == key or e.name == key:
             return e
     return None
+
+
+#: The file in the zoo folder naming the dashboard's first view (:func:`first_view`).
+FIRST_VIEW_FILE = "first_view.json"
+#: Planes a first view may name.
+FIRST_VIEW_PLANES = ("adversarial", "random")
+#: The largest sample index a first view may name (a test split is smaller).
+FIRST_VIEW_MAX_SAMPLE = 1_000_000
+_FIRST_VIEW_MAX_BYTES = 64 << 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _positive(value: Any) -> float | None:
+    """A finite positive float, else None (bools and non-numbers too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def first_view(zoo_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The dashboard's first view from ``<zoo>/first_view.json``, validated; None when there is none.
+
+    The file is data from disk, so nothing in it is trusted: a missing, unreadable, oversized or
+    malformed file, models that are not zoo checkpoints of this folder, a plane other than
+    ``adversarial``/``random``, a sample index that is not an integer in [0, 1,000,000] or an extent
+    that is not a finite positive number give None. Radii that are not finite positive numbers are
+    left out (None stands for "no boundary found"), and a dataset name that is not a short plain
+    name becomes None.
+
+    Returns:
+        ``{"models": [names], "sample": int, "plane": str, "extent": float,
+        "radii": {name: float | None}, "dataset": str | None}``.
+    """
+    zoo = Path(zoo_dir) if zoo_dir is not None else models_dir()
+    path = zoo / FIRST_VIEW_FILE
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_FIRST_VIEW_MAX_BYTES + 1)
+        if len(raw) > _FIRST_VIEW_MAX_BYTES:
+            return None
+        obj = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    names, sample, plane = obj.get("models"), obj.get("sample"), obj.get("plane")
+    extent = _positive(obj.get("extent"))
+    if (not isinstance(names, list) or len(names) != 2 or len(set(map(str, names))) != 2
+            or not all(isinstance(n, str) and _NAME.match(n) for n in names)):
+        return None
+    if not all((zoo / f"{n}.safetensors").is_file() for n in names):
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= FIRST_VIEW_MAX_SAMPLE:
+        return None
+    if plane not in FIRST_VIEW_PLANES or extent is None:
+        return None
+    radii_in = obj.get("radii")
+    radii: dict[str, float | None] = {}
+    if isinstance(radii_in, dict):
+        for n in names:
+            if n in radii_in and (radii_in[n] is None or _positive(radii_in[n]) is not None):
+                radii[n] = None if radii_in[n] is None else float(radii_in[n])
+    dataset = obj.get("dataset")
+    if not isinstance(dataset, str) or not _NAME.match(dataset):
+        dataset = None
+    return {"models": list(names), "sample": int(sample), "plane": str(plane), "extent": extent,
+            "radii": radii, "dataset": dataset}

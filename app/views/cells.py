@@ -3,7 +3,8 @@
 Widgets and figures only: planes, cross sections, distances and statistics come from
 :mod:`jacreg.cells`, figures from :mod:`jacreg.figures.cells`. The view (models, dataset, sample, plane,
 seed, extent, resolution) is kept in the URL's query parameters, so a view can be shared. The film of
-the cell through training (runs with per-epoch snapshots) is :mod:`app.film`.
+the cell through training (runs with per-epoch snapshots) is :mod:`app.film`; the coarse preview shown
+first for slow models is :mod:`app.preview`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import common
+from app import common, preview
 from app.film import section as film_section
 from jacreg import cells, data
 from jacreg.catalog import ModelEntry
@@ -25,6 +26,7 @@ from jacreg.errors import ConfigError, JacregError
 from jacreg.figures import cells as plots
 from jacreg.figures.style import class_label
 from jacreg.parsing import MAX_SEED, parse_through
+from jacreg.reproduce import first_view_caption
 
 K = "cells_"                     # widget and session key prefix
 PLANES = {"random": "Random (seeded)", "adversarial": "Adversarial (FGSM directions)",
@@ -76,8 +78,28 @@ def _restore() -> None:
     the defaults."""
     saved = st.session_state.get(K + "saved", {})
     _read_url()
-    for key, value in {**DEFAULTS, **saved}.items():
+    for key, value in {**DEFAULTS, **_first_view_defaults(), **saved}.items():
         st.session_state.setdefault(key, value)
+
+
+def _first_view_defaults() -> dict[str, Any]:
+    """Sample, plane and extent of the zoo's first view, when the session opened on it."""
+    view = common.first_view()
+    if view is None:
+        return {}
+    return {K + "sample": view["sample"], K + "plane": view["plane"],
+            K + "extent": min(max(float(view["extent"]), 1e-3), cells.MAX_EXTENT)}
+
+
+def _is_first_view(entries: list[ModelEntry], pspec: dict[str, Any]) -> bool:
+    """Whether the page shows the first view: its two models, in order, on its plane and sample."""
+    view = common.first_view()
+    if view is None:
+        return False
+    keys = [f"zoo:{name}" for name in view["models"]]
+    return ([e.key for e in entries] == keys and pspec["sample"] == view["sample"]
+            and pspec["plane"] == view["plane"]
+            and (view["plane"] != "adversarial" or [pspec.get("a"), pspec.get("b")] == keys))
 
 
 def _save() -> None:
@@ -97,9 +119,8 @@ def _read_url() -> None:
                 st.session_state[key] = parse(st.query_params[name])
             except (ValueError, OverflowError):
                 bad.append(f"{name}={str(st.query_params[name])[:40]!r}")
-    if st.session_state.get(K + "plane") not in PLANES:
-        if K + "plane" in st.session_state:
-            bad.append(f"plane={st.session_state[K + 'plane']!r}")
+    if K + "plane" in st.session_state and st.session_state[K + "plane"] not in PLANES:
+        bad.append(f"plane={st.session_state[K + 'plane']!r}")
         st.session_state[K + "plane"] = "random"
     if bad:
         st.session_state[K + "url_bad"] = bad
@@ -158,6 +179,13 @@ def _plane(spec: dict[str, Any], x: torch.Tensor, y: torch.Tensor, models: dict[
     return cells.sample_plane(x[i], x[j], x[k])
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _plane_cached(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...],
+                  _models: dict[str, torch.nn.Module], _x: torch.Tensor, _y: torch.Tensor) -> cells.Plane:
+    """The plane of a view (shared and read-only), built once for the preview and the full map."""
+    return _plane(dict(spec), _x, _y, _models)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cross_section(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...], extent: float, res: int,
                    _models: dict[str, torch.nn.Module], _x: torch.Tensor,
@@ -171,7 +199,7 @@ def _cross_section(stamps: tuple[str, ...], spec: tuple[tuple[str, Any], ...], e
         bar.progress(min(1.0, (m + stage) / n), text=f"Model {m + 1}/{n}: "
                      f"{'map' if ev['stage'] == 'map' else 'distance to the boundary'}...")
 
-    plane = _plane(dict(spec), _x, _y, _models)
+    plane = _plane_cached(stamps, spec, _models, _x, _y)
     cs = cells.cross_section(list(_models.values()), plane, extent, res, on_event=on_event)
     bar.empty()
     return cs
@@ -207,8 +235,11 @@ def _image(x: torch.Tensor) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
 
 
-def _fmt_radius(r: float, extent: float) -> str:
-    return f"{r:.4g}" if math.isfinite(r) else f"> {4 * extent:g}"
+def _fmt_radius(r: float, searched: float) -> str:
+    """The circle's radius; "> R" when no boundary was found within the radius R searched."""
+    if math.isfinite(r):
+        return f"{r:.4g}"
+    return f"> {searched:.3g}" if searched > 0 else "not searched"
 
 
 def _fmt_linearised(r: float) -> str:
@@ -353,11 +384,20 @@ def main() -> None:
         pspec.update(a=st.session_state[K + "a"], b=st.session_state[K + "b"])
     if plane_kind == "samples":
         pspec["through"] = through
+    spec_key = tuple(sorted(pspec.items()))
+    holder, previewed = None, ""
     try:
-        cs = _cross_section(stamps, tuple(sorted(pspec.items())), extent, res, models, x, y)
+        holder, previewed = preview.show_first(stamps, spec_key, dataset, extent, res, list(models.values()),
+                                               x[0], lambda: _plane_cached(stamps, spec_key, models, x, y),
+                                               names, class_names)
+        cs = _cross_section(stamps, spec_key, extent, res, models, x, y)
     except JacregError as exc:
         common.show_error(exc)
         return
+    finally:
+        if holder is not None:
+            holder.empty()
+    preview.mark_done((stamps, spec_key, extent, res))
     if cs.plane.note:
         st.info(f"Plane: {common.md(cs.plane.note)}")
     far = [mk for mk in cs.plane.marks if max(abs(mk[1]), abs(mk[2])) > extent]
@@ -370,7 +410,9 @@ def main() -> None:
                             theme=None)
     st.caption(f"{res}x{res} grid, {int(cs.evaluations.sum()):,} model evaluations for the maps "
                f"({100 * cs.evaluations.sum() / (len(names) * res * res):.1f}% of every point), "
-               f"{cs.seconds:.2f} s. Click a point (or drag a box) to see the image there.")
+               f"{cs.seconds:.2f} s.{previewed} Click a point (or drag a box) to see the image there.")
+    if _is_first_view(entries, pspec):
+        st.caption(first_view_caption(cs, names, sample, dataset, plane=plane_kind))
 
     # Radii and statistics of this plane.
     full_space = st.checkbox("Also the full-space distance to the nearest adversarial example (FMN, L2)",
@@ -381,7 +423,7 @@ def main() -> None:
         met = cs.metrics(m)
         row = {"model": nm, "prediction": class_label(int(cs.origin_label[m]), class_names),
                "p": round(float(cs.origin_confidence[m]), 3),
-               "in-plane radius": _fmt_radius(float(cs.boundary_distance[m]), extent),
+               "in-plane radius": _fmt_radius(float(cs.boundary_distance[m]), float(cs.boundary_searched[m])),
                "linearised radius": _fmt_linearised(float(cs.predicted_distance[m])),
                "cell area (% of window)": round(100 * met["area_fraction"], 1),
                "regions": int(met["regions"]), "evaluations": int(cs.evaluations[m])}

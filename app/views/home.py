@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import common
+from jacreg.reproduce import read_table1, table1_display
 
 st.title("jacreg: robust learning with Jacobian regularization")
 st.markdown(
@@ -44,6 +45,14 @@ else:
             "mean ||J||_F": metrics.get("jacobian_norm_mean"),
         })
     st.dataframe(rows, hide_index=True, width="stretch")
+
+table1 = read_table1()
+if table1:
+    st.subheader("Table 1, reproduced")
+    st.caption("LeNet' per regularizer: test accuracy and mean ||J||_F (mean ± standard deviation over "
+               "seeds where there are several) beside the paper's numbers (Hoffman, Roberts & Yaida 2019, "
+               "Table 1: full MNIST), from `reproduction/table1.csv` (`python -m jacreg reproduce`).")
+    st.dataframe(table1_display(table1), hide_index=True, width="stretch")
 
 report = common.ROOT / "REPRODUCTION.md"
 if report.is_file():

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m jacreg reproduce``."""
     p = parser
     p.add_argument("--zoo", action="store_true",
-                   help="train/evaluate only the zoo (models/lenet-*.safetensors) and write models/README.md")
+                   help="train/evaluate only the zoo (models/lenet-*.safetensors) and write models/README.md "
+                        "and models/first_view.json (the dashboard's opening view)")
     p.add_argument("--quick", action="store_true",
                    help="a tiny end-to-end run (1 epoch of 2 batches, few samples, small grids)")
     p.add_argument("--dataset", default="mnist-5k",

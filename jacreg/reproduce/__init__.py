@@ -14,13 +14,17 @@ each model card) and writes the tables and figures (:mod:`~jacreg.reproduce.repo
 * ``report.md`` tying them together.
 
 ``--zoo`` trains only the zoo (``models/lenet-*.safetensors``), evaluates every model and writes
-``models/README.md``.
+``models/README.md`` and ``models/first_view.json`` (the dashboard's opening view,
+:mod:`~jacreg.reproduce.first_view`). :mod:`~jacreg.reproduce.reading` reads Table 1 back for the
+dashboard.
 """
 
 from __future__ import annotations
 
 from .driver import resolve_options, run
+from .first_view import choose_first_view, first_view_caption, radius_ratio, write_first_view
 from .plan import Run, plan
+from .reading import Table1Row, read_table1, reproduction_dir, table1_display
 from .report import machine, zoo_readme
 from .settings import (
     CLAIMS,
@@ -75,16 +79,24 @@ __all__ = [
     "EvalSpec",
     "Options",
     "Setting",
+    "Table1Row",
     "analyse",
     "cell_radii",
+    "choose_first_view",
     "config_matches",
     "ensure_model",
     "evaluate_model",
+    "first_view_caption",
     "machine",
     "plan",
     "quick_spec",
+    "radius_ratio",
+    "read_table1",
+    "reproduction_dir",
     "resolve_options",
     "run",
+    "table1_display",
     "train_config",
+    "write_first_view",
     "zoo_readme",
 ]

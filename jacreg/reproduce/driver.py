@@ -12,9 +12,10 @@ import torch
 from ..checkpoints import load_checkpoint
 from ..data import dataset_spec, is_available, load_dataset
 from ..device import pick
-from ..errors import ConfigError, DatasetUnavailable
+from ..errors import ConfigError, DatasetUnavailable, JacregError
 from ..events import EventFn, sink
 from ..fileio import atomic_write_text
+from .first_view import choose_first_view, write_first_view
 from .plan import Run, analyse_runs, plan, train_runs
 from .report import (
     fig3_summary,
@@ -113,6 +114,29 @@ def _write_reproduction(results: Results, fashion: Results, iterations: Results,
     return table1, parts
 
 
+def _write_first_view(results: Results, opts: Options, emit: EventFn) -> str | None:
+    """``first_view.json`` beside the zoo's plain and JR models (their trained files, reused): the
+    dashboard's opening view; a note instead when it cannot be chosen (e.g. models trained too
+    briefly to classify any candidate sample)."""
+    if "none" not in results or "jr" not in results:
+        return None
+    paths = [Path(results[k][0]["path"]) for k in ("none", "jr")]
+    if paths[0].parent != paths[1].parent:
+        return None
+    emit({"event": "stage", "stage": "first view"})
+    try:
+        dev = str(pick(opts.device))
+        models = {p.stem: load_checkpoint(p, device=dev)[0] for p in paths}
+        candidates = 10 if opts.quick else 40
+        x, y = load_dataset(opts.dataset, "test", limit=candidates, data_root=opts.data_root)
+        view = choose_first_view(models, x, y, candidates=candidates, resolution=21 if opts.quick else 61,
+                                 dataset=opts.dataset, device=dev)
+    except JacregError as exc:
+        emit({"event": "note", "message": f"no first view for the dashboard: {exc}"})
+        return None
+    return str(write_first_view(view, paths[0].parent))
+
+
 def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> dict[str, Any]:
     """Train (or reuse) and evaluate the models; write the zoo README (``--zoo``) or the reproduction.
 
@@ -135,9 +159,10 @@ def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> di
         readme = zoo_dir(opts) / "README.md"
         atomic_write_text(readme, zoo_readme(results, fashion, opts, time.perf_counter() - t0, trained_now,
                                              fashion_note))
+        first = _write_first_view(results, opts, emit)
         emit({"event": "done", "path": str(readme), "seconds": time.perf_counter() - t0})
         return {"readme": str(readme), "models": models, "seconds": time.perf_counter() - t0,
-                "fashion_note": fashion_note}
+                "fashion_note": fashion_note, "first_view": first}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     parts: dict[str, Any] = {"command": command or "python -m jacreg reproduce", "trained": trained_now,

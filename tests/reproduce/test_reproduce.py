@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jacreg import reproduce
+from jacreg import catalog, reproduce
 from jacreg.checkpoints import read_metadata
 from jacreg.cli import main
 from jacreg.data import is_available
@@ -128,6 +128,12 @@ def test_zoo_mode_reuses_models_and_writes_readme(quick_run) -> None:
     for key in reproduce.ZOO:
         assert f"lenet-{key}.safetensors" in text
     assert "python -m jacreg train" in text
+    # the dashboard's first view lies beside the plain and JR models it names, and reads back valid
+    folder = path.parent
+    view = catalog.first_view(folder)
+    assert view is not None, (folder / catalog.FIRST_VIEW_FILE).read_text()
+    assert view["models"] == ["lenet-none", "lenet-jr"] and view["plane"] == "adversarial"
+    assert 0 <= view["sample"] < 10 and view["extent"] > 0 and view["dataset"] == "mnist-5k"
 
 
 def test_config_matching(tmp_path) -> None:
