@@ -37,7 +37,7 @@ def test_registry_specs():
         assert s.name == name
         assert len(s.input_shape) == 3 and len(s.mean) == len(s.std) == s.input_shape[0]
         assert len(s.class_names) == s.num_classes
-        assert s.offline == (name == "mnist-5k")
+        assert s.offline == (name == "mnist-5k" or name.endswith("-samples"))
     assert data.dataset_spec("cifar10").default_arch == "ddnet"
     assert data.dataset_spec("imagenet").class_names[0] == "tench"
 

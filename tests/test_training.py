@@ -117,9 +117,9 @@ def test_snapshots_every_n_epochs_and_the_last(tmp_path):
     # a fresh run to the same --out replaces the old run's snapshots; --resume keeps them
     stale = snapshot_path(config.out, 9)
     stale.write_bytes(b"old")
-    train(tiny(tmp_path, epochs=1, eval_samples=0))
+    train(tiny(tmp_path, epochs=1, eval_samples=0, force=True))
     assert list_snapshots(config.out) == []
-    killed = tiny(tmp_path, epochs=3, snapshot_every=1, eval_samples=0)
+    killed = tiny(tmp_path, epochs=3, snapshot_every=1, eval_samples=0, force=True)
 
     def die_after_first_snapshot(event):
         if event["event"] == "snapshot":
@@ -137,7 +137,7 @@ def test_snapshot_option_is_validated_and_suggested_for_small_models():
 
     with pytest.raises(ConfigError, match="--snapshot-every"):
         TrainConfig(snapshot_every=-1).validate()
-    assert "--snapshot-every 2" in TrainConfig(snapshot_every=2).command()
+    assert "--snapshot-every=2" in TrainConfig(snapshot_every=2).command()
     assert suggested_snapshot_every("lenet", 10) == 1
     assert suggested_snapshot_every("lenet", 10_000) == 0               # 10,000 copies of 247 kB: too many
     assert suggested_snapshot_every("resnet18", 10) == 0                # 11.7 M parameters
