@@ -85,8 +85,10 @@ def choose_first_view(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
     Among the first ``candidates`` samples of ``x`` that every model classifies correctly, each
     gets the adversarial plane of the two models (u: the first model's FGSM direction, v: the part
     of the second's orthogonal to it; :func:`jacreg.cells.adversarial_plane`) and a coarse
-    in-plane radius per model; the best ``CONFIRM`` by radius ratio (second / first, both finite)
-    are confirmed with a cross section at ``resolution`` whose circles give the radii reported.
+    in-plane radius per model. Among those whose first-model radius is at least the median over the
+    candidates (a typical cell, big enough to see), the best ``CONFIRM`` by radius ratio (second /
+    first, both finite) are confirmed with a cross section at ``resolution`` whose circles give the
+    radii reported.
 
     Args:
         models: exactly two models by name, the reference first (e.g. ``lenet-none``, ``lenet-jr``).
@@ -129,6 +131,12 @@ def choose_first_view(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Te
         key = ratio if math.isfinite(ratio) else -1.0 / (1.0 + (radii[1] if math.isfinite(radii[1]) else 0.0))
         scored.append((key, i, plane, radii))
         emit({"event": "progress", "stage": "first view", "done": done + 1, "total": int(right.size)})
+    # a typical sample, not one whose reference cell is unusually small (the ratio would favour those,
+    # and a tiny circle is hard to see): the reference radius at least the median over the candidates
+    reference = [t[3][0] for t in scored if math.isfinite(t[3][0])]
+    if reference:
+        typical = [t for t in scored if math.isfinite(t[3][0]) and t[3][0] >= float(np.median(reference))]
+        scored = typical or scored
     scored.sort(key=lambda t: (-t[0], t[1]))
     best: tuple[float, int, list[float]] | None = None
     for _, i, plane, coarse in scored[:CONFIRM]:
