@@ -35,15 +35,15 @@ from torch.utils._pytree import tree_map
 
 from . import kernels
 from .traced import (
-    NO_TANGENT_ATTRS,
-    NO_TANGENT_METHODS,
     NotHandled,
     activations_before_max_pool,
     bind,
     call,
+    find_rule,
     fold,
     forget,
     functorch_ok,
+    no_derivative,
     pair,
     pool_arguments,
     program_for,
@@ -370,20 +370,11 @@ class _DualProgram:
         op = node.op
         target = root.get_submodule(str(node.target)) if op == "call_module" else node.target
         active = [n for n in node.all_input_nodes if env[n][1] is not None]
-        if (not active or (op == "call_method" and target in NO_TANGENT_METHODS)
-                or (target is getattr and len(node.args) == 2 and node.args[1] in NO_TANGENT_ATTRS)):
+        if not active or no_derivative(node):
             args = map_arg(node.args, lambda n: env[n][0])
             kwargs = map_arg(node.kwargs, lambda n: env[n][0])
             return call(op, target, args, kwargs), None
-        if op == "call_module":
-            rule = _MODULE_RULES.get(type(target))
-        elif op == "call_method":
-            rule = _METHOD_RULES.get(cast(str, target))
-        else:
-            try:
-                rule = _FUNCTION_RULES.get(target)
-            except TypeError:  # an unhashable callable
-                rule = None
+        rule = find_rule(op, target, _MODULE_RULES, _METHOD_RULES, _FUNCTION_RULES)
         if rule is not None:
             try:
                 return rule(target, node, env)

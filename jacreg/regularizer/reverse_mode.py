@@ -36,14 +36,14 @@ from torch.fx.node import map_arg
 
 from . import kernels
 from .traced import (
-    NO_TANGENT_ATTRS,
-    NO_TANGENT_METHODS,
     NotHandled,
     activations_before_max_pool,
     bind,
     call,
+    find_rule,
     fold,
     forget,
+    no_derivative,
     pair,
     pool_arguments,
     program_for,
@@ -512,20 +512,11 @@ class _ReverseProgram:
         op = node.op
         target = root.get_submodule(str(node.target)) if op == "call_module" else node.target
         inputs = [n for n in node.all_input_nodes if n in active]
-        if (not inputs or (op == "call_method" and target in NO_TANGENT_METHODS)
-                or (target is getattr and len(node.args) == 2 and node.args[1] in NO_TANGENT_ATTRS)):
+        if not inputs or no_derivative(node):
             args, kwargs = map_arg(node.args, lambda n: env[n]), map_arg(node.kwargs, lambda n: env[n])
             env[node] = call(op, target, args, kwargs)
             return
-        if op == "call_module":
-            rule = _MODULE_RULES.get(type(target))
-        elif op == "call_method":
-            rule = _METHOD_RULES.get(cast(str, target))
-        else:
-            try:
-                rule = _FUNCTION_RULES.get(target)
-            except TypeError:  # an unhashable callable
-                rule = None
+        rule = find_rule(op, target, _MODULE_RULES, _METHOD_RULES, _FUNCTION_RULES)
         result = None
         if rule is not None:
             with contextlib.suppress(NotHandled):

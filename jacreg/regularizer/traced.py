@@ -28,10 +28,11 @@ from torch.nn.modules import module as module_mod
 from ..architectures import _BodyThroughWrapper
 
 __all__ = ["NO_TANGENT_ATTRS", "NO_TANGENT_METHODS", "NotHandled", "activations_before_max_pool", "bind",
-           "call", "fold", "forget", "functorch_ok", "pair", "pool_arguments", "program_for", "shift_dim",
-           "structure"]
+           "call", "find_rule", "fold", "forget", "functorch_ok", "no_derivative", "pair", "pool_arguments",
+           "program_for", "shift_dim", "structure"]
 
 P = TypeVar("P")
+R = TypeVar("R")
 
 
 class NotHandled(Exception):
@@ -74,6 +75,26 @@ def bind(node: Node, first: Any, names: tuple[str, ...], values: Callable[[Node]
     if set(bound) - set(names):
         raise NotHandled
     return bound
+
+
+def no_derivative(node: Node) -> bool:
+    """A method or attribute read whose result does not depend differentiably on its input (shapes,
+    dtypes, devices: ``NO_TANGENT_METHODS`` / ``NO_TANGENT_ATTRS``)."""
+    return ((node.op == "call_method" and node.target in NO_TANGENT_METHODS)
+            or (node.target is getattr and len(node.args) == 2 and node.args[1] in NO_TANGENT_ATTRS))
+
+
+def find_rule(op: str, target: Any, module_rules: dict[type, R], method_rules: dict[str, R],
+              function_rules: dict[Any, R]) -> R | None:
+    """An evaluator's rule for a node: by module class, method name or function (None: no rule)."""
+    if op == "call_module":
+        return module_rules.get(type(target))
+    if op == "call_method":
+        return method_rules.get(str(target))
+    try:
+        return function_rules.get(target)
+    except TypeError:  # an unhashable callable
+        return None
 
 
 def pool_arguments(target: Any, node: Node, first: Any,
