@@ -69,11 +69,13 @@ def test_table1_rows_and_columns(quick_run) -> None:
     assert all(r["seeds"] == "2" and r["accuracy_std"] != "" for r in rows)  # error bars over the seeds
     for r in rows:
         acc, jn = float(r["accuracy"]), float(r["jacobian_norm"])
-        assert 0.0 <= acc <= 1.0 and jn > 0
-        key = r["model"].removeprefix("lenet-").removesuffix("-fashion")
+        assert 0.0 <= acc <= 1.0 and jn > 0 and r["test_samples"] == "20"
+        key = r["model"].removeprefix("lenet-")
+        if key.endswith("-fashion"):  # the paper has no Fashion-MNIST row: nothing beside it
+            assert r["paper_accuracy"] == r["paper_jacobian_norm"] == ""
+            continue
         assert float(r["paper_accuracy"]) == reproduce.PAPER_TABLE1[key][0]
         assert float(r["paper_jacobian_norm"]) == reproduce.PAPER_TABLE1[key][1]
-        assert r["test_samples"] == "20"
     md = (out / "table1.md").read_text()
     assert md.count("\n| ") == len(rows) + 1  # header + one line per regularizer and dataset
     assert "32.9" in md and "mnist-5k" in md
