@@ -22,10 +22,24 @@ class Series:
     sd: Sequence[float] | None = None
 
 
+#: Above this many points a series is a plain line with a shaded ±sd band (markers and error bars
+#: would hide one another, e.g. 150 epochs in Fig. 2).
+DENSE = 30
+
+
 def _plot(ax: Axes, series: Sequence[Series]) -> None:
     for s in series:
-        ax.errorbar(list(s.x), [float("nan") if v is None else v for v in s.mean],
-                    yerr=list(s.sd) if s.sd is not None else None, marker="o", ms=3, label=s.label, capsize=2)
+        x, mean = list(s.x), [float("nan") if v is None else v for v in s.mean]
+        if len(x) <= DENSE:
+            ax.errorbar(x, mean, yerr=list(s.sd) if s.sd is not None else None, marker="o", ms=3,
+                        label=s.label, capsize=2)
+            continue
+        (line,) = ax.plot(x, mean, lw=1.2, label=s.label)
+        if s.sd is not None:
+            sd = [float("nan") if v is None else v for v in s.sd]
+            lo = [m - d for m, d in zip(mean, sd, strict=True)]
+            hi = [m + d for m, d in zip(mean, sd, strict=True)]
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.25, lw=0)
 
 
 def fig2_png(accuracy: Sequence[Series], jacobian: Sequence[Series], epochs: int, dpi: int = 90) -> bytes:

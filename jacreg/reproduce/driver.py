@@ -19,6 +19,7 @@ from .first_view import choose_first_view, write_first_view
 from .plan import Run, analyse_runs, plan, train_runs
 from .report import (
     fig3_summary,
+    machine,
     write_cells_figures,
     write_cells_table,
     write_claims,
@@ -31,6 +32,7 @@ from .report import (
     zoo_readme,
 )
 from .settings import FASHION, FASHION_KEYS, FIG1, FIG2, SETTINGS, Options, quick_spec, zoo_dir
+from .timing import read_from_scratch, write_from_scratch
 
 __all__ = ["resolve_options", "run"]
 
@@ -157,9 +159,12 @@ def run(opts: Options, on_event: EventFn | None = None, command: str = "") -> di
     models = [run.config.out for run in runs]
     if opts.zoo:
         readme = zoo_dir(opts) / "README.md"
-        atomic_write_text(readme, zoo_readme(results, fashion, opts, time.perf_counter() - t0, trained_now,
-                                             fashion_note))
         first = _write_first_view(results, opts, emit)
+        seconds = time.perf_counter() - t0
+        if trained_now == len(runs):  # every model trained here: the zoo's time from scratch
+            write_from_scratch(zoo_dir(opts), seconds, trained_now, opts.resolved_workers(), machine())
+        atomic_write_text(readme, zoo_readme(results, fashion, opts, seconds, trained_now, fashion_note,
+                                             from_scratch=read_from_scratch(zoo_dir(opts))))
         emit({"event": "done", "path": str(readme), "seconds": time.perf_counter() - t0})
         return {"readme": str(readme), "models": models, "seconds": time.perf_counter() - t0,
                 "fashion_note": fashion_note, "first_view": first}

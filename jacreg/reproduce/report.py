@@ -47,6 +47,7 @@ from .settings import (
     ZOO,
     Options,
 )
+from .timing import FROM_SCRATCH, FromScratch
 from .zoo import at
 
 __all__ = ["fig3_summary", "machine", "write_cells_figures", "write_cells_table", "write_fig2", "write_fig3",
@@ -127,8 +128,8 @@ def write_table1(results: Results, fashion: Results, out: Path, dataset: str) ->
     samples = {r[0]: r[-1] for r in rows_csv}
     md = (f"Table 1 — LeNet' trained on `{dataset}` (test accuracy and mean ‖J‖_F on "
           f"{samples.get(dataset, 0)} test digits) and on `fashion-mnist` (on {samples.get(FASHION, 0)} test "
-          "images); mean ± standard deviation over the seeds; the paper's columns are full MNIST (n/a: the paper "
-          "has no such row).\n\n")
+          "images); mean ± standard deviation over the seeds; the paper's columns are full MNIST "
+          "(n/a: the paper has no such row).\n\n")
     md += _markdown(["dataset", "regularizer", "model", "test accuracy", "paper", "mean ‖J‖_F", "paper ‖J‖_F",
                      "seeds"], rows_md)
     atomic_write_text(out / "table1.md", md)
@@ -137,30 +138,33 @@ def write_table1(results: Results, fashion: Results, out: Path, dataset: str) ->
 
 def write_claims(results: Results, out: Path) -> list[list[Any]]:
     """The claims study (claims.csv/.md): JR at several weights and FGSM adversarial training at several
-    radii, under white noise, FGSM and PGD, beside none, L2 and dropout."""
+    radii, under white noise, FGSM and PGD, beside none, L2 and dropout; mean and standard deviation over
+    the seeds a setting has (Table 1's settings have ``--seeds``, the studies one)."""
     rows_csv, rows_md = [], []
     for key in CLAIMS:
         if key not in results:
             continue
-        r = results[key][0]
-        ev = r["card"]["metrics"]["evaluation"]
-        noise = [at(ev["noise"]["accuracy"], ev["noise"]["sigma"], s) for s in CLAIMS_SIGMAS]
-        fgsm = [at(ev["fgsm"]["accuracy"], ev["fgsm"]["epsilon"], e) for e in CLAIMS_FGSM]
-        pgd = ev["pgd"]["accuracy"][-1]
-        rows_csv.append([SETTINGS[key].label, f"lenet-{key}", ev["clean_accuracy"], ev["jacobian_norm_mean"],
-                         *noise, *fgsm, pgd, ev["pgd"]["iterations"][-1], ev["samples"]])
-        rows_md.append([SETTINGS[key].label, f"`lenet-{key}`", _pct(ev["clean_accuracy"]),
-                        _num(ev["jacobian_norm_mean"]), *(_pct(v) for v in noise), *(_pct(v) for v in fgsm),
-                        _pct(pgd)])
-    header = ["setting", "model", "clean_accuracy", "jacobian_norm",
-              *(f"noise_sigma_{s:g}" for s in CLAIMS_SIGMAS), *(f"fgsm_eps_{e:g}" for e in CLAIMS_FGSM),
-              "pgd_32_255", "pgd_iterations", "samples"]
+        evs = [r["card"]["metrics"]["evaluation"] for r in results[key]]
+        columns = [[e["clean_accuracy"] for e in evs], [e["jacobian_norm_mean"] for e in evs]]
+        columns += [[at(e["noise"]["accuracy"], e["noise"]["sigma"], s) for e in evs] for s in CLAIMS_SIGMAS]
+        columns += [[at(e["fgsm"]["accuracy"], e["fgsm"]["epsilon"], x) for e in evs] for x in CLAIMS_FGSM]
+        columns += [[e["pgd"]["accuracy"][-1] for e in evs]]
+        stats = [_mean_std(c) for c in columns]
+        rows_csv.append([SETTINGS[key].label, f"lenet-{key}", *(v for pair in stats for v in pair),
+                         evs[0]["pgd"]["iterations"][-1], len(evs), evs[0]["samples"]])
+        rows_md.append([SETTINGS[key].label, f"`lenet-{key}`", _pct(*stats[0]), _num(*stats[1]),
+                        *(_pct(*st) for st in stats[2:]), len(evs)])
+    names = ["clean_accuracy", "jacobian_norm", *(f"noise_sigma_{s:g}" for s in CLAIMS_SIGMAS),
+             *(f"fgsm_eps_{e:g}" for e in CLAIMS_FGSM), "pgd_32_255"]
+    header = [*("setting", "model"), *(n for name in names for n in (name, f"{name}_std")),
+              "pgd_iterations", "seeds", "samples"]
     atomic_write_text(out / "claims.csv", _csv(header, rows_csv))
     md = ("Robust accuracy of JR at several weights λ and of FGSM adversarial training at several training "
-          "radii ε, beside no regularization, L2 and dropout (seed 0, the same test digits): white noise of "
-          "per-pixel RMS σ, FGSM at L∞ ε, PGD at L∞ 32/255 (step 1/255, no random start).\n\n")
+          "radii ε, beside no regularization, L2 and dropout (the same test digits; mean ± standard "
+          "deviation over the seeds): white noise of per-pixel RMS σ, FGSM at L∞ ε, PGD at L∞ 32/255 "
+          "(step 1/255, no random start).\n\n")
     md += _markdown(["setting", "model", "clean", "mean ‖J‖_F", *(f"noise σ={s:g}" for s in CLAIMS_SIGMAS),
-                     *(f"FGSM ε={e:g}" for e in CLAIMS_FGSM), "PGD 32/255"], rows_md)
+                     *(f"FGSM ε={e:g}" for e in CLAIMS_FGSM), "PGD 32/255", "seeds"], rows_md)
     atomic_write_text(out / "claims.md", md)
     return rows_csv
 
@@ -272,8 +276,15 @@ def write_cells_figures(models: dict[str, torch.nn.Module],
         atomic_write_bytes(out / fname, cells_png(cs, names=names, title=title, dpi=80))
         for m, name in enumerate(names):
             info.append({"figure": fname, "model": name, "extent": extent,
-                         "radius": float(cs.boundary_distance[m]), "prediction": int(cs.origin_label[m])})
+                         "radius": float(cs.boundary_distance[m]), "searched": float(cs.boundary_searched[m]),
+                         "prediction": int(cs.origin_label[m])})
     return info
+
+
+def _figure_radius(info: dict[str, Any]) -> str:
+    """The circle's radius in a figure, or '> R' when no boundary was met up to the radius R searched."""
+    r = info["radius"]
+    return f"> {info.get('searched', float('nan')):.3g}" if math.isinf(r) else _num(r)
 
 
 def _radius(stats: dict[str, Any]) -> str:
@@ -379,8 +390,10 @@ def _zoo_rows(results: Results, keys: Sequence[str]) -> tuple[list[list[Any]], l
 
 
 def zoo_readme(results: Results, fashion: Results, opts: Options, seconds: float,
-               trained: int | None = None, fashion_note: str = "") -> str:
-    """models/README.md: one row per zoo model with its measured metrics and training command."""
+               trained: int | None = None, fashion_note: str = "",
+               from_scratch: FromScratch | None = None) -> str:
+    """models/README.md: one row per zoo model with its measured metrics and training command, and the
+    zoo's last from-scratch wall time (``from_scratch.json``) when there is one."""
     spec = opts.eval
     rows, cmds = _zoo_rows(results, ZOO)
     more_rows, more_cmds = _zoo_rows(fashion, FASHION_KEYS)
@@ -393,6 +406,11 @@ def zoo_readme(results: Results, fashion: Results, opts: Options, seconds: float
     eval_s = sum(float(c["metrics"]["evaluation"].get("seconds") or 0.0) for c in cards)
     last_run = ("every model trained from scratch and evaluated in it" if trained == len(rows) else
                 f"{trained if trained is not None else '?'} of {len(rows)} models trained in it")
+    scratch_text = (f"**From scratch** (every model trained and evaluated, the README and the first view "
+                    f"written), `python -m jacreg reproduce --zoo` took **{from_scratch.seconds / 60:.1f} "
+                    f"minutes** for {from_scratch.models} models on {from_scratch.workers} worker "
+                    f"process(es) on {from_scratch.machine}, on {from_scratch.date} (`{FROM_SCRATCH}`). "
+                    if from_scratch is not None else "")
     fashion_text = ("and, on the full-size Fashion-MNIST (60,000 training / 10,000 test images, read offline "
                     f"from Debian's `dataset-fashion-mnist`), `lenet-none-fashion` and `lenet-jr-fashion`: "
                     f"{opts.resolved_epochs(FASHION)} epochs of 600 iterations" if fashion else
@@ -411,12 +429,12 @@ training command, config, seed, data, per-epoch history and the metrics below
 (`from jacreg.checkpoints import read_metadata; read_metadata("models/lenet-jr.safetensors")`).
 Retrain and re-evaluate everything with `python -m jacreg reproduce --zoo` (existing files whose card
 matches are reused, and so are evaluations stored in a card with the same settings; `--retrain`
-and `--reevaluate` force them). The last invocation took {seconds / 60:.1f} minutes
-({last_run}, on {opts.resolved_workers()} worker process(es)) on {machine()}. The time columns are the wall times stored
-in the cards (training; clean + robustness evaluation); one model after the other, the zoo's training
-takes their sum, {train_s / 60:.0f} minutes, and its evaluation {eval_s / 60:.0f} minutes (wall times of
-runs that shared the machine with other work, so an upper bound; a resumed run counts the time before
-its interruption too); `--workers` runs several at once.
+and `--reevaluate` force them). {scratch_text}The last invocation took {seconds / 60:.1f} minutes
+({last_run}, on {opts.resolved_workers()} worker process(es)) on {machine()}. The time columns
+are the wall times stored in the cards (training; clean + robustness evaluation); one model after
+the other, the zoo's training takes their sum, {train_s / 60:.0f} minutes, and its evaluation
+{eval_s / 60:.0f} minutes (wall times of runs that shared the machine with other work, so an upper
+bound; a resumed run counts the time before its interruption too); `--workers` runs several at once.
 
 Metrics on the test split ({", ".join(f"{v:,} of {k}" for k, v in n.items())}): clean accuracy; mean
 ‖J‖_F (Frobenius norm of d logits / d normalised input, the paper's Table 1 convention); in-plane cell
@@ -475,7 +493,7 @@ def write_report(out: Path, opts: Options, parts: dict[str, Any]) -> str:
     if parts.get("figure_cells"):
         lines += ["In-plane radius at the figures' sample:", ""]
         lines += [_markdown(["figure", "model", "radius"],
-                            [[i["figure"], i["model"], _num(i["radius"])] for i in parts["figure_cells"]])]
+                            [[i["figure"], i["model"], _figure_radius(i)] for i in parts["figure_cells"]])]
     if parts.get("fig3_summary"):
         lines += ["## Robustness at the paper's settings", "", parts["fig3_summary"], ""]
     text = "\n".join(lines)

@@ -13,6 +13,7 @@ from jacreg import catalog, reproduce
 from jacreg.checkpoints import read_metadata
 from jacreg.cli import main
 from jacreg.data import is_available
+from jacreg.reproduce.timing import read_from_scratch
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -26,8 +27,10 @@ def quick_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     out, zoo = root / "out", root / "zoo"
     zoo.mkdir()
     summary = root / "summary.json"
-    code = main(["reproduce", "--quick", "--seeds", "2", "--out", str(out), "--zoo-dir", str(zoo),
-                 "--samples", "20", "--cell-samples", "1", "--device", "cpu", "--json", str(summary)])
+    common = ["--quick", "--out", str(out), "--zoo-dir", str(zoo), "--samples", "20", "--cell-samples", "1",
+              "--device", "cpu"]
+    assert main(["reproduce", "--zoo", *common]) == 0  # the zoo from scratch, then the rest reusing it
+    code = main(["reproduce", "--seeds", "2", *common, "--json", str(summary)])
     assert code == 0
     return out, zoo, json.loads(summary.read_text())
 
@@ -101,6 +104,10 @@ def test_fig2_fig3_and_cells_tables(quick_run) -> None:
     assert [c["model"] for c in claims] == [f"lenet-{k}" for k in reproduce.CLAIMS
                                             if k in ("none", "l2", "dropout", "jr", "fgsm-at", "jr-fgsm-at",
                                                      "fgsm-at-0.1", "jr-0.03")]
+    by_model = {c["model"]: c for c in claims}
+    assert by_model["lenet-jr"]["seeds"] == "2" and by_model["lenet-jr"]["jacobian_norm_std"] != ""
+    study = by_model["lenet-jr-0.03"]
+    assert study["seeds"] == "1" and study["jacobian_norm_std"] == ""
     iterations = _rows(out / "iterations.csv")
     assert [(r["setting"], r["epochs"]) for r in iterations] == [("none", "1"), ("none", "2"), ("none", "3")]
 
@@ -127,6 +134,12 @@ def test_zoo_mode_reuses_models_and_writes_readme(quick_run) -> None:
     assert code == 0
     assert os.stat(path).st_mtime_ns == before  # same config and evaluation: nothing retrained or re-saved
     text = (zoo / "README.md").read_text()
+    # the first --zoo invocation trained every model: its time is kept, and this one's is added beside it
+    scratch = read_from_scratch(zoo)
+    zoo_models = len(reproduce.ZOO) + (len(reproduce.FASHION_KEYS) if FASHION_HERE else 0)
+    assert scratch is not None and scratch.models == zoo_models and scratch.seconds > 0
+    assert f"took **{scratch.seconds / 60:.1f} minutes** for {zoo_models} models" in text
+    assert f"(0 of {zoo_models} models trained in it" in text
     for key in reproduce.ZOO:
         assert f"lenet-{key}.safetensors" in text
     assert "python -m jacreg train" in text
