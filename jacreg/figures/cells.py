@@ -62,8 +62,12 @@ MEASURED_LINE: dict[str, Any] = {"color": "black", "width": 1.5}
 PREDICTED_LINE: dict[str, Any] = {"color": "black", "width": 1.2, "dash": "dash"}
 
 
-def _radius_text(r: float, extent: float, predicted: float = math.nan) -> str:
-    text = f"r = {r:.3g}" if math.isfinite(r) else f"r > {4 * extent:.3g} (no boundary found)"
+def _radius_text(r: float, searched: float, predicted: float = math.nan) -> str:
+    """The circle's radius; "r > R" when no boundary was met up to the radius R searched."""
+    if math.isfinite(r):
+        text = f"r = {r:.3g}"
+    else:
+        text = f"r > {searched:.3g} (no boundary found)" if searched > 0 else "no boundary found"
     if math.isfinite(predicted):
         text += f", linearised {predicted:.3g}"
     elif math.isinf(predicted):
@@ -102,11 +106,11 @@ def cells_figure(cs: CrossSection, names: Sequence[str] | None = None,
     names = _model_names(cs, names)
     m_count = cs.labels.shape[0]
     coords = cs.coords
-    extent = float(cs.extent)
     dx = float(coords[1] - coords[0])
     lo, hi = float(coords[0]) - dx / 2, float(coords[-1]) + dx / 2
-    titles = [f"{n}<br><sub>{_radius_text(float(cs.boundary_distance[k]), extent, _predicted(cs, k))}</sub>"
-              for k, n in enumerate(names)]
+    radii = [_radius_text(float(cs.boundary_distance[k]), float(cs.boundary_searched[k]), _predicted(cs, k))
+             for k in range(m_count)]
+    titles = [f"{n}<br><sub>{radius}</sub>" for n, radius in zip(names, radii, strict=True)]
     fig = make_subplots(rows=1, cols=m_count, subplot_titles=titles, horizontal_spacing=0.06)
     stride = max(1, math.ceil(coords.size / max(2, hover_points)))
     idx = np.arange(0, coords.size, stride)
@@ -241,7 +245,7 @@ def cells_matplotlib(cs: CrossSection, names: Sequence[str] | None = None,
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
-        ax.set_title(f"{names[k]}\n{_radius_text(r, cs.extent, rp)}", fontsize=10)
+        ax.set_title(f"{names[k]}\n{_radius_text(r, float(cs.boundary_searched[k]), rp)}", fontsize=10)
         ax.set_xlabel("u (L2 units)")
         if k == 0:
             ax.set_ylabel("v (L2 units)")

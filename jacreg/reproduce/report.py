@@ -283,8 +283,10 @@ def write_cells_figures(models: dict[str, torch.nn.Module],
 
 def _figure_radius(info: dict[str, Any]) -> str:
     """The circle's radius in a figure, or '> R' when no boundary was met up to the radius R searched."""
-    r = info["radius"]
-    return f"> {info.get('searched', float('nan')):.3g}" if math.isinf(r) else _num(r)
+    r, searched = info["radius"], info.get("searched", 0.0)
+    if math.isfinite(r):
+        return _num(r)
+    return f"> {searched:.3g}" if searched > 0 else "none found"
 
 
 def _radius(stats: dict[str, Any]) -> str:
@@ -404,13 +406,16 @@ def zoo_readme(results: Results, fashion: Results, opts: Options, seconds: float
              for r in res[k][:1]]
     train_s = sum(float((c.get("history") or [{}])[-1].get("seconds") or 0.0) for c in cards)
     eval_s = sum(float(c["metrics"]["evaluation"].get("seconds") or 0.0) for c in cards)
-    last_run = ("every model trained from scratch and evaluated in it" if trained == len(rows) else
-                f"{trained if trained is not None else '?'} of {len(rows)} models trained in it")
     scratch_text = (f"**From scratch** (every model trained and evaluated, the README and the first view "
                     f"written), `python -m jacreg reproduce --zoo` took **{from_scratch.seconds / 60:.1f} "
                     f"minutes** for {from_scratch.models} models on {from_scratch.workers} worker "
-                    f"process(es) on {from_scratch.machine}, on {from_scratch.date} (`{FROM_SCRATCH}`). "
+                    f"process(es) on {from_scratch.machine}, on {from_scratch.date} (`{FROM_SCRATCH}`)."
                     if from_scratch is not None else "")
+    if trained != len(rows) or from_scratch is None:  # else the last invocation is the one above
+        done = "?" if trained is None else trained
+        scratch_text += (f" The last invocation took {seconds / 60:.1f} minutes ({done} of {len(rows)} "
+                         f"models trained in it, on {opts.resolved_workers()} worker process(es)) on "
+                         f"{machine()}.")
     fashion_text = ("and, on the full-size Fashion-MNIST (60,000 training / 10,000 test images, read offline "
                     f"from Debian's `dataset-fashion-mnist`), `lenet-none-fashion` and `lenet-jr-fashion`: "
                     f"{opts.resolved_epochs(FASHION)} epochs of 600 iterations" if fashion else
@@ -429,12 +434,10 @@ training command, config, seed, data, per-epoch history and the metrics below
 (`from jacreg.checkpoints import read_metadata; read_metadata("models/lenet-jr.safetensors")`).
 Retrain and re-evaluate everything with `python -m jacreg reproduce --zoo` (existing files whose card
 matches are reused, and so are evaluations stored in a card with the same settings; `--retrain`
-and `--reevaluate` force them). {scratch_text}The last invocation took {seconds / 60:.1f} minutes
-({last_run}, on {opts.resolved_workers()} worker process(es)) on {machine()}. The time columns
-are the wall times stored in the cards (training; clean + robustness evaluation); one model after
-the other, the zoo's training takes their sum, {train_s / 60:.0f} minutes, and its evaluation
-{eval_s / 60:.0f} minutes (wall times of runs that shared the machine with other work, so an upper
-bound; a resumed run counts the time before its interruption too); `--workers` runs several at once.
+and `--reevaluate` force them). {scratch_text.strip()} The time columns are the wall times stored
+in the cards (training; clean + robustness evaluation), each model on one worker process beside the
+others; one model after the other, the zoo's training takes their sum, {train_s / 60:.0f} minutes, and its
+evaluation {eval_s / 60:.0f} minutes (a resumed run counts the time before its interruption too).
 
 Metrics on the test split ({", ".join(f"{v:,} of {k}" for k, v in n.items())}): clean accuracy; mean
 ‖J‖_F (Frobenius norm of d logits / d normalised input, the paper's Table 1 convention); in-plane cell

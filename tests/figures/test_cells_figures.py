@@ -124,6 +124,10 @@ def test_single_model_figure_and_no_boundary(section):
     circles = [s.line.dash for s in fig.layout.shapes if s.type == "circle"]
     assert circles == ["dash", "dash"]  # the linearised circles only
     assert "no boundary" in fig.layout.annotations[0].text
+    searched = cells.CrossSection(**{**inf.__dict__, "boundary_searched": np.array([5.86, 0.0])})
+    titles = [a.text for a in plots.cells_figure(searched).layout.annotations]
+    assert "r > 5.86 (no boundary found)" in titles[0]  # the radius searched, not a nominal limit
+    assert "r >" not in titles[1] and "no boundary found" in titles[1]  # nothing searched: no number
     none = cells.CrossSection(**{**inf.__dict__, "predicted_distance": np.array([math.inf, math.nan])})
     fig = plots.cells_figure(none)
     assert not [s for s in fig.layout.shapes if s.type == "circle"]
