@@ -237,9 +237,7 @@ def _image(x: torch.Tensor) -> np.ndarray:
 
 def _fmt_radius(r: float, searched: float) -> str:
     """The circle's radius; "> R" when no boundary was found within the radius R searched."""
-    if math.isfinite(r):
-        return f"{r:.4g}"
-    return f"> {searched:.3g}" if searched > 0 else "not searched"
+    return cells.radius_label(r, searched, ".4g") or "not searched"
 
 
 def _fmt_linearised(r: float) -> str:

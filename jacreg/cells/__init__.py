@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..adversarial import fgsm_direction
 from ..robustness.minimal import minimal_adversarial_distance
-from .boundary import Circle, boundary_distance
+from .boundary import Circle, boundary_distance, radius_label
 from .evaluate import MAX_EXTENT, MAX_RESOLUTION, MIN_RESOLUTION, check_grid, predict
 from .film import Film, Reel, film, snapshot_runs
 from .grid import default_coarse_step
@@ -67,6 +67,7 @@ __all__ = [
     "plane_from_directions",
     "predict",
     "predicted_distance",
+    "radius_label",
     "preview_after",
     "preview_resolution",
     "preview_section",

@@ -21,7 +21,7 @@ from ..events import Stopped
 from .evaluate import MIN_RESOLUTION, PlaneEvaluator, check_grid, check_model_input
 from .plane import Plane
 
-__all__ = ["Circle", "boundary_distance", "boundary_search"]
+__all__ = ["Circle", "boundary_distance", "boundary_search", "radius_label"]
 
 
 def _ray_labels(ev: PlaneEvaluator, theta: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -57,6 +57,14 @@ class Circle:
     angle: float
     searched: float
     evaluations: int
+
+
+def radius_label(distance: float, searched: float, spec: str = ".3g") -> str | None:
+    """A circle's radius as text: ``"2.49"``, ``"> 5.86"`` when no boundary was met up to the radius
+    searched (the search's budget or limit ended it), None when nothing was searched."""
+    if math.isfinite(distance):
+        return format(distance, spec)
+    return f"> {format(searched, spec)}" if searched > 0 else None
 
 
 Progress = Callable[[float], Any]

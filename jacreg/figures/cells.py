@@ -23,7 +23,7 @@ from matplotlib.patches import Circle, Patch
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from ..cells import CrossSection
+from ..cells import CrossSection, radius_label
 from ..errors import ShapeError
 from .style import class_color, class_label, new_figure, png_bytes, rgb
 
@@ -64,10 +64,11 @@ PREDICTED_LINE: dict[str, Any] = {"color": "black", "width": 1.2, "dash": "dash"
 
 def _radius_text(r: float, searched: float, predicted: float = math.nan) -> str:
     """The circle's radius; "r > R" when no boundary was met up to the radius R searched."""
+    label = radius_label(r, searched)
     if math.isfinite(r):
-        text = f"r = {r:.3g}"
+        text = f"r = {label}"
     else:
-        text = f"r > {searched:.3g} (no boundary found)" if searched > 0 else "no boundary found"
+        text = f"r {label} (no boundary found)" if label else "no boundary found"
     if math.isfinite(predicted):
         text += f", linearised {predicted:.3g}"
     elif math.isinf(predicted):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cells import adversarial_plane, cross_section, random_plane
+from ..cells import adversarial_plane, cross_section, radius_label, random_plane
 from ..checkpoints import load_checkpoint
 from ..data import load_dataset
 from ..device import describe, pick
@@ -283,10 +283,7 @@ def write_cells_figures(models: dict[str, torch.nn.Module],
 
 def _figure_radius(info: dict[str, Any]) -> str:
     """The circle's radius in a figure, or '> R' when no boundary was met up to the radius R searched."""
-    r, searched = info["radius"], info.get("searched", 0.0)
-    if math.isfinite(r):
-        return _num(r)
-    return f"> {searched:.3g}" if searched > 0 else "none found"
+    return radius_label(info["radius"], info.get("searched", 0.0), ".2f") or "none found"
 
 
 def _radius(stats: dict[str, Any]) -> str:

@@ -76,3 +76,10 @@ def test_a_progress_callback_returning_false_stops_it(digits, stage):
     with pytest.raises(Stopped):
         cells.cross_section(net, plane, extent=1.0, resolution=21, on_event=on_event)
     assert seen[-1] == stage and seen.count(stage) == 1
+
+
+def test_radius_label_says_how_far_an_unfound_boundary_was_searched():
+    assert cells.radius_label(2.4913, 2.4913) == "2.49"
+    assert cells.radius_label(2.4913, 2.4913, ".2f") == "2.49"
+    assert cells.radius_label(math.inf, 5.8612) == "> 5.86"  # the budget ended the search here
+    assert cells.radius_label(math.inf, 0.0) is None  # nothing searched: no bound to state
